@@ -1,0 +1,52 @@
+"""A synchronous client for running code in JupyterLab kernels behind JupyterHub.
+
+The blocking twin of ``rubin-nublado-client``: the same public names,
+without ``async`` and ``await``.
+"""
+
+from __future__ import annotations
+
+from ._exceptions import (
+    NubladoDiscoveryError,
+    NubladoError,
+    NubladoExecutionError,
+    NubladoExecutionTimeoutError,
+    NubladoKernelDiedError,
+    NubladoOutputLostError,
+    NubladoProtocolError,
+    NubladoRedirectError,
+    NubladoSessionClosedError,
+    NubladoSpawnError,
+    NubladoTimeoutError,
+    NubladoUsageError,
+    NubladoWebError,
+    NubladoWebSocketError,
+)
+from ._models import CodeContext, ExecutionResult
+from ._session import JupyterLabSession
+from ._session_manager import JupyterLabSessionManager, open_lab_session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CodeContext",
+    "ExecutionResult",
+    "JupyterLabSession",
+    "JupyterLabSessionManager",
+    "NubladoDiscoveryError",
+    "NubladoError",
+    "NubladoExecutionError",
+    "NubladoExecutionTimeoutError",
+    "NubladoKernelDiedError",
+    "NubladoOutputLostError",
+    "NubladoProtocolError",
+    "NubladoRedirectError",
+    "NubladoSessionClosedError",
+    "NubladoSpawnError",
+    "NubladoTimeoutError",
+    "NubladoUsageError",
+    "NubladoWebError",
+    "NubladoWebSocketError",
+    "__version__",
+    "open_lab_session",
+]

@@ -1,0 +1,504 @@
+"""Exceptions raised by nublado_sync.
+
+Every fault a caller can meet is one of these: no raw library, socket or
+JSON error escapes the package. All are picklable (they cross process
+boundaries in job runners) and carry no credentials.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Dict, List, Optional, Tuple, Type
+
+from ._models import CodeContext, ExecutionResult
+from ._redact import redact_body, redact_url, strip_ansi
+
+__all__ = [
+    "NubladoDiscoveryError",
+    "NubladoError",
+    "NubladoExecutionError",
+    "NubladoExecutionTimeoutError",
+    "NubladoKernelDiedError",
+    "NubladoOutputLostError",
+    "NubladoProtocolError",
+    "NubladoRedirectError",
+    "NubladoSessionClosedError",
+    "NubladoSpawnError",
+    "NubladoTimeoutError",
+    "NubladoUsageError",
+    "NubladoWebError",
+    "NubladoWebSocketError",
+]
+
+
+def _restore(
+    cls: Type[NubladoError], args: Tuple[Any, ...], state: Dict[str, Any]
+) -> NubladoError:
+    # Subclass constructors take different arguments; rebuilding from the
+    # attribute dictionary keeps pickling independent of each signature.
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.timezone.utc)
+
+
+class NubladoError(Exception):
+    """Base class of every exception of this package.
+
+    Parameters
+    ----------
+    message
+        What went wrong.
+    user
+        User the client was acting for.
+    context
+        Where the code being run came from, if any.
+    failed_at
+        When the operation failed; the current time when omitted.
+    started_at
+        When the operation that failed began.
+
+    Attributes
+    ----------
+    message : str
+        What went wrong.
+    user : str or None
+        User the client was acting for.
+    context : CodeContext
+        Code context; an empty one when none was given (never `None`).
+    failed_at : datetime.datetime
+        When the operation failed (UTC).
+    started_at : datetime.datetime or None
+        When the operation that failed began.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        user: Optional[str] = None,
+        *,
+        context: Optional[CodeContext] = None,
+        failed_at: Optional[datetime.datetime] = None,
+        started_at: Optional[datetime.datetime] = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.user = user
+        self.context = context or CodeContext()
+        self.failed_at = failed_at or _utcnow()
+        self.started_at = started_at
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class NubladoDiscoveryError(NubladoError):
+    """Service discovery did not give the URL of the Nublado hub."""
+
+
+class NubladoProtocolError(NubladoError):
+    """A server answered with something this client cannot understand."""
+
+
+class NubladoUsageError(NubladoError):
+    """The client was called in a way it does not support.
+
+    Examples are an argument of the wrong type or one session used by two
+    threads at once.
+    """
+
+
+class NubladoSessionClosedError(NubladoUsageError):
+    """A session was used after it was closed.
+
+    A session closes itself after a timeout or a broken connection, since the
+    kernel may still be busy with the abandoned request.
+    """
+
+
+def _code_failure_intro(
+    user: Optional[str], code: Optional[str], context: CodeContext, what: str
+) -> str:
+    if context.notebook:
+        if context.cell:
+            where = f"cell {context.cell} of notebook {context.notebook}"
+        else:
+            where = f"cell of notebook {context.notebook}"
+        return f"{user}: {where} {what}"
+    if code:
+        return f"{user}: running code '{code}' {what}"
+    return f"{user}: running code {what}"
+
+
+class NubladoExecutionError(NubladoError):
+    """The kernel reported an error while running code.
+
+    Parameters
+    ----------
+    user
+        User the code ran as.
+    code
+        Code that failed.
+    context
+        Where the code came from.
+    error
+        The kernel's error report, usually a traceback.
+    failed_at
+        When the code failed; the current time when omitted.
+    status
+        ``execute_reply`` status (``error`` or ``aborted``), or another word
+        naming the failure (``dead``, ``output lost``).
+    started_at
+        When execution began.
+    result
+        Everything the execution produced before the failure.
+
+    Attributes
+    ----------
+    code : str or None
+        Code that failed.
+    error : str or None
+        The kernel's error report, usually a traceback (with ANSI codes).
+    status : str or None
+        Why it failed, as above.
+    result : ExecutionResult or None
+        Everything the execution produced, including partial output.
+    """
+
+    def __init__(
+        self,
+        user: Optional[str],
+        *,
+        code: Optional[str] = None,
+        context: Optional[CodeContext] = None,
+        error: Optional[str] = None,
+        failed_at: Optional[datetime.datetime] = None,
+        status: Optional[str] = None,
+        started_at: Optional[datetime.datetime] = None,
+        result: Optional[ExecutionResult] = None,
+    ) -> None:
+        super().__init__(
+            "Code execution failed",
+            user,
+            context=context,
+            failed_at=failed_at,
+            started_at=started_at,
+        )
+        self.code = code
+        self.error = error
+        self.status = status
+        self.result = result
+
+    def __str__(self) -> str:
+        msg = _code_failure_intro(self.user, self.code, self.context, "failed")
+        if self.status and self.status != "error":
+            msg += f" (status: {self.status})"
+        if self.context.notebook and self.code:
+            msg += f"\nCode: {self.code}"
+        if self.error:
+            msg += f"\nError: {strip_ansi(self.error)}"
+        return msg
+
+
+class NubladoKernelDiedError(NubladoExecutionError):
+    """The kernel died (or was restarted) while running the code.
+
+    Its state is gone. The session stays open: the server restarts the
+    kernel under the same id, and the next call waits until it is ready.
+    """
+
+
+class NubladoOutputLostError(NubladoExecutionError):
+    """The server dropped some of the code's output.
+
+    Raised by `~nublado_sync.JupyterLabSession.run_python` when the lab's
+    IOPub rate limit replaced output with a notice, so the returned text
+    would be incomplete. ``result`` holds what did arrive.
+    `~nublado_sync.JupyterLabSession.execute` does not raise this; it sets
+    `ExecutionResult.output_lost` instead.
+    """
+
+
+class NubladoTimeoutError(NubladoError):
+    """An operation did not finish in time."""
+
+
+class NubladoExecutionTimeoutError(NubladoTimeoutError):
+    """Code did not finish running before its deadline.
+
+    The session interrupts the kernel and closes itself before raising.
+
+    Parameters
+    ----------
+    user
+        User the code ran as.
+    code
+        Code that timed out.
+    timeout
+        The deadline that passed.
+    context
+        Where the code came from.
+    failed_at
+        When the deadline passed; the current time when omitted.
+    started_at
+        When execution began.
+    result
+        What the code produced before the deadline.
+
+    Attributes
+    ----------
+    code : str or None
+        Code that timed out.
+    timeout : datetime.timedelta
+        The deadline that passed.
+    result : ExecutionResult or None
+        Partial result: output seen before the deadline.
+    """
+
+    def __init__(
+        self,
+        user: Optional[str],
+        *,
+        code: Optional[str] = None,
+        timeout: datetime.timedelta,
+        context: Optional[CodeContext] = None,
+        failed_at: Optional[datetime.datetime] = None,
+        started_at: Optional[datetime.datetime] = None,
+        result: Optional[ExecutionResult] = None,
+    ) -> None:
+        seconds = timeout.total_seconds()
+        super().__init__(
+            f"Code execution timed out after {seconds:.02f}s",
+            user,
+            context=context,
+            failed_at=failed_at,
+            started_at=started_at,
+        )
+        self.code = code
+        self.timeout = timeout
+        self.result = result
+
+    @property
+    def output(self) -> str:
+        """Standard output seen before the deadline."""
+        return self.result.stdout if self.result else ""
+
+    def __str__(self) -> str:
+        msg = _code_failure_intro(self.user, self.code, self.context, "timed out")
+        if self.context.notebook and self.code:
+            msg += f"\nCode: {self.code}"
+        return f"{msg}\n{self.message}"
+
+
+class NubladoRedirectError(NubladoError):
+    """A redirect left the hub and lab URL space, or went round in a loop.
+
+    Parameters
+    ----------
+    message
+        What went wrong, such as ``Unexpected redirect``.
+    url
+        The offending URL; secrets in it are redacted.
+    user
+        User the client was acting for.
+    context
+        Where the code being run came from, if any.
+    failed_at
+        When the redirect was seen; the current time when omitted.
+    started_at
+        When the operation began.
+
+    Attributes
+    ----------
+    url : str
+        The offending URL, redacted.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        url: str,
+        user: Optional[str] = None,
+        *,
+        context: Optional[CodeContext] = None,
+        failed_at: Optional[datetime.datetime] = None,
+        started_at: Optional[datetime.datetime] = None,
+    ) -> None:
+        self.url = redact_url(url)
+        super().__init__(
+            f"{message}: {self.url}",
+            user,
+            context=context,
+            failed_at=failed_at,
+            started_at=started_at,
+        )
+
+
+class NubladoSpawnError(NubladoError):
+    """The lab did not start.
+
+    Parameters
+    ----------
+    message
+        The last progress message, or a description of the failure.
+    log
+        Every progress message seen.
+    user
+        User the lab was for.
+    context
+        Where the code being run came from, if any.
+    failed_at
+        When the spawn failed; the current time when omitted.
+    started_at
+        When the spawn began.
+
+    Attributes
+    ----------
+    log : list of str
+        Every progress message seen.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        log: List[str],
+        user: Optional[str] = None,
+        *,
+        context: Optional[CodeContext] = None,
+        failed_at: Optional[datetime.datetime] = None,
+        started_at: Optional[datetime.datetime] = None,
+    ) -> None:
+        super().__init__(
+            message or "No output from spawn attempt",
+            user,
+            context=context,
+            failed_at=failed_at,
+            started_at=started_at,
+        )
+        self.log = list(log)
+
+
+class NubladoWebError(NubladoError):
+    """An HTTP request failed or was answered with an error status.
+
+    Parameters
+    ----------
+    message
+        What went wrong; for a transport failure ``"{ExceptionName}: {text}"``.
+    user
+        User the client was acting for.
+    body
+        Response body, if any; XSRF tokens and URL secrets are redacted.
+    context
+        Where the code being run came from, if any.
+    failed_at
+        When the request failed; the current time when omitted.
+    method
+        HTTP method of the request.
+    started_at
+        When the operation began.
+    status
+        HTTP status of the answer, if one came.
+    url
+        URL of the request; secrets in it are redacted.
+
+    Attributes
+    ----------
+    body : str or None
+        Redacted response body.
+    method : str or None
+        HTTP method.
+    status : int or None
+        HTTP status.
+    url : str or None
+        Redacted URL.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        user: Optional[str] = None,
+        *,
+        body: Optional[str] = None,
+        context: Optional[CodeContext] = None,
+        failed_at: Optional[datetime.datetime] = None,
+        method: Optional[str] = None,
+        started_at: Optional[datetime.datetime] = None,
+        status: Optional[int] = None,
+        url: Optional[str] = None,
+    ) -> None:
+        super().__init__(
+            redact_url(message),
+            user,
+            context=context,
+            failed_at=failed_at,
+            started_at=started_at,
+        )
+        self.body = redact_body(body) if body else None
+        self.method = method
+        self.status = status
+        self.url = redact_url(url) if url else None
+
+    def __str__(self) -> str:
+        if self.body:
+            return f"{self.message}\nBody:\n{self.body}"
+        return self.message
+
+
+class NubladoWebSocketError(NubladoError):
+    """Talking to the lab's kernel WebSocket failed.
+
+    Parameters
+    ----------
+    message
+        What went wrong.
+    user
+        User the client was acting for.
+    body
+        Body of a refused upgrade, if any (redacted).
+    code
+        HTTP status of a refused upgrade, or the WebSocket close code.
+    context
+        Where the code being run came from, if any.
+    failed_at
+        When it failed; the current time when omitted.
+    started_at
+        When the operation began.
+
+    Attributes
+    ----------
+    body : str or None
+        Redacted body of a refused upgrade.
+    code : int or None
+        HTTP status of a refused upgrade, or the WebSocket close code.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        user: Optional[str] = None,
+        *,
+        body: Optional[str] = None,
+        code: Optional[int] = None,
+        context: Optional[CodeContext] = None,
+        failed_at: Optional[datetime.datetime] = None,
+        started_at: Optional[datetime.datetime] = None,
+    ) -> None:
+        if not message.startswith("Error talking to lab WebSocket"):
+            message = f"Error talking to lab WebSocket: {message}"
+        super().__init__(
+            redact_url(message),
+            user,
+            context=context,
+            failed_at=failed_at,
+            started_at=started_at,
+        )
+        self.body = redact_body(body) if body else None
+        self.code = code

@@ -1,0 +1,185 @@
+"""The Jupyter server REST API that sessions need: create, delete, interrupt."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import requests
+from requests.cookies import get_cookie_header
+
+from ._exceptions import NubladoProtocolError, NubladoWebError
+from ._http import HTTPSession
+
+__all__ = ["LabAPI"]
+
+
+def _no_headers() -> Dict[str, str]:
+    return {}
+
+
+class LabAPI:
+    """REST calls to one Jupyter server (a lab).
+
+    Parameters
+    ----------
+    http
+        Authenticated HTTP session.
+    base_url
+        Base URL of the server, such as ``https://host/user/name/``.
+    extra_headers
+        Returns headers to add to each API request; the hub client uses it
+        for the lab's XSRF token and ``Sec-Fetch-Mode``.
+    """
+
+    def __init__(
+        self,
+        http: HTTPSession,
+        base_url: str,
+        *,
+        extra_headers: Callable[[], Dict[str, str]] = _no_headers,
+    ) -> None:
+        self.http = http
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self._extra_headers = extra_headers
+
+    def url(self, path: str) -> str:
+        """Absolute URL of an API path relative to the base URL."""
+        return self.base_url + path
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        response = self.http.request(
+            method, self.url(path), json=body, headers=self._extra_headers()
+        )
+        try:
+            return response.json()
+        except (ValueError, json.JSONDecodeError) as e:
+            raise NubladoProtocolError(
+                f"{method} {path} did not answer JSON", self.http.user
+            ) from e
+
+    def create_session(
+        self, *, kernel_name: Optional[str], notebook_name: Optional[str]
+    ) -> Tuple[str, str]:
+        """Create a console session with a new kernel.
+
+        Returns
+        -------
+        tuple of str
+            The session id and the kernel id.
+
+        Raises
+        ------
+        NubladoWebError
+            The server refused or failed.
+        NubladoProtocolError
+            The answer lacks the ids.
+        """
+        kernel: Dict[str, str] = {"name": kernel_name} if kernel_name else {}
+        # A console session with a unique path is the one type every server
+        # (jupyter-server-documents included) can also delete again.
+        body = {
+            "kernel": kernel,
+            "name": notebook_name or "",
+            "path": uuid.uuid4().hex,
+            "type": "console",
+        }
+        answer = self._json("POST", "api/sessions", body)
+        try:
+            session_id = answer["id"]
+            kernel_id = answer["kernel"]["id"]
+        except (KeyError, TypeError) as e:
+            raise NubladoProtocolError(
+                "Session creation answer lacks the session or kernel id", self.http.user
+            ) from e
+        if not isinstance(session_id, str) or not isinstance(kernel_id, str):
+            raise NubladoProtocolError("Session or kernel id is not a string", self.http.user)
+        return session_id, kernel_id
+
+    def delete_session(self, session_id: str) -> None:
+        """Delete a session, which also shuts its kernel down; gone is fine.
+
+        Raises
+        ------
+        NubladoWebError
+            The server failed.
+        """
+        self.http.request(
+            "DELETE",
+            self.url(f"api/sessions/{quote(session_id, safe='')}"),
+            headers=self._extra_headers(),
+            ok=(200, 204, 404),
+        )
+
+    def delete_kernel(self, kernel_id: str) -> None:
+        """Shut a kernel down; gone is fine.
+
+        Raises
+        ------
+        NubladoWebError
+            The server failed.
+        """
+        self.http.request(
+            "DELETE",
+            self.url(f"api/kernels/{quote(kernel_id, safe='')}"),
+            headers=self._extra_headers(),
+            ok=(200, 204, 404),
+        )
+
+    def list_sessions(self) -> List[Dict[str, Any]]:
+        """All sessions on the server.
+
+        Raises
+        ------
+        NubladoWebError
+            The server failed.
+        NubladoProtocolError
+            The answer is not a JSON list.
+        """
+        answer = self._json("GET", "api/sessions")
+        if not isinstance(answer, list):
+            raise NubladoProtocolError("Session list is not a list", self.http.user)
+        return answer
+
+    def interrupt_kernel(self, kernel_id: str) -> None:
+        """Interrupt a kernel through the REST API.
+
+        Raises
+        ------
+        NubladoWebError
+            The server refused or failed.
+        """
+        self.http.request(
+            "POST",
+            self.url(f"api/kernels/{quote(kernel_id, safe='')}/interrupt"),
+            headers=self._extra_headers(),
+        )
+
+    def channels_url(self, kernel_id: str, client_id: str) -> str:
+        """WebSocket URL of a kernel's channels: ``ws`` for http, ``wss`` for https.
+
+        Raises
+        ------
+        NubladoWebError
+            The base URL is neither http nor https.
+        """
+        parts = urlsplit(self.url(f"api/kernels/{quote(kernel_id, safe='')}/channels"))
+        schemes = {"http": "ws", "https": "wss"}
+        if parts.scheme not in schemes:
+            raise NubladoWebError(f"Unsupported URL scheme {parts.scheme!r}", self.http.user)
+        query = f"session_id={quote(client_id, safe='')}"
+        return urlunsplit((schemes[parts.scheme], parts.netloc, parts.path, query, ""))
+
+    def websocket_headers(self) -> List[str]:
+        """Headers for the WebSocket handshake."""
+        headers = {"Authorization": f"Bearer {self.http.token}", **self._extra_headers()}
+        return [f"{k}: {v}" for k, v in headers.items()]
+
+    def websocket_cookie(self, kernel_id: str) -> Optional[str]:
+        """This client's cookies for the handshake (never a global jar)."""
+        # Let the cookie jar apply its own domain, path and secure rules to
+        # the HTTP twin of the WebSocket URL.
+        request = requests.Request("GET", self.url(f"api/kernels/{kernel_id}/channels"))
+        return get_cookie_header(self.http.session.cookies, request.prepare())

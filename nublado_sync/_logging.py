@@ -1,0 +1,44 @@
+"""The logger type accepted everywhere, and the default one."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import structlog
+
+__all__ = ["Logger", "default_logger"]
+
+
+class Logger(Protocol):
+    """What this package needs of a logger; any structlog logger has it."""
+
+    def bind(self, **new_values: Any) -> Any: ...  # noqa: D102
+
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...  # noqa: D102
+
+    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...  # noqa: D102
+
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...  # noqa: D102
+
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...  # noqa: D102
+
+
+def default_logger() -> Logger:
+    """Return the logger used when the caller injects none.
+
+    It goes through the standard library logger ``nublado_sync``, so a
+    script that configures nothing sees only warnings and errors (Python's
+    last-resort handler), and debug calls stop at a cheap level check. An
+    application that configures structlog injects its own logger instead.
+    """
+    logger: Logger = structlog.wrap_logger(
+        logging.getLogger("nublado_sync"),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.KeyValueRenderer(key_order=["event"]),
+        ],
+    )
+    return logger

@@ -1,0 +1,551 @@
+"""The kernel session: running code over an open kernel WebSocket."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+import uuid
+from typing import NoReturn, Optional
+
+import websocket
+
+from ._deadline import Deadline
+from ._exceptions import (
+    NubladoError,
+    NubladoExecutionError,
+    NubladoExecutionTimeoutError,
+    NubladoKernelDiedError,
+    NubladoOutputLostError,
+    NubladoSessionClosedError,
+    NubladoTimeoutError,
+    NubladoUsageError,
+    NubladoWebSocketError,
+)
+from ._execution import ExecutionCollector, OutputCallback
+from ._logging import Logger, default_logger
+from ._messages import KernelMessage, execute_request, make_request
+from ._models import CodeContext, ExecutionResult
+from ._transport import KernelSocket
+
+__all__ = ["JupyterLabSession"]
+
+# Seconds given to the interrupt and close that follow a timeout, so the
+# call ends soon after its deadline even when the server does not answer.
+_ABANDON_SEND_TIMEOUT = 1.0
+_CLOSE_TIMEOUT = 1.0
+# How long one readiness probe waits before another is sent: the first
+# requests to a starting kernel can be lost before its channels connect.
+_PROBE_RETRY = 1.0
+
+
+def _seconds(value: Optional[datetime.timedelta], name: str) -> Optional[float]:
+    if value is None:
+        return None
+    if not isinstance(value, datetime.timedelta):
+        raise NubladoUsageError(f"{name} must be a datetime.timedelta, not {type(value).__name__}")
+    seconds = value.total_seconds()
+    if seconds <= 0:
+        raise NubladoUsageError(f"{name} must be positive, not {value}")
+    return seconds
+
+
+class JupyterLabSession:
+    """An open WebSocket session to a kernel in a Jupyter lab.
+
+    Usually made by `JupyterLabSessionManager` (through
+    `NubladoClient.lab_session` or `open_lab_session`), which also creates
+    and deletes the session on the server. It can also wrap a WebSocket the
+    caller opened with ``websocket.create_connection``.
+
+    One session serves one thread at a time; a second thread calling it
+    while a call runs gets `NubladoUsageError`.
+
+    Parameters
+    ----------
+    username
+        User the session is for.
+    session_id
+        Id of the Jupyter server session.
+    socket
+        Open websocket-client connection to the kernel's ``channels``
+        endpoint. The session uses the ``v1.kernel.websocket.jupyter.org``
+        encoding when that subprotocol was negotiated and the legacy JSON
+        encoding otherwise. The session owns it from now on.
+    logger
+        Logger to use; a standard-library-backed one when omitted.
+    keepalive_interval
+        Interval of the unsolicited pong frames that keep an idle
+        connection from being closed by the server's ping timeout; `None`
+        turns them off.
+    heartbeat_interval
+        While waiting for results, after this long without a message from
+        the kernel the session checks that the kernel still answers (a
+        ``kernel_info_request`` on the control channel).
+    heartbeat_timeout
+        A kernel that leaves that check unanswered this long is reported
+        dead, so a vanished kernel or connection never hangs a call.
+    max_message_size
+        Largest message accepted from the kernel, in bytes; a larger one
+        raises `NubladoWebSocketError`. `None` for no limit.
+    """
+
+    def __init__(
+        self,
+        *,
+        username: str,
+        session_id: str,
+        socket: websocket.WebSocket,
+        logger: Optional[Logger] = None,
+        keepalive_interval: Optional[datetime.timedelta] = datetime.timedelta(seconds=15),
+        heartbeat_interval: datetime.timedelta = datetime.timedelta(seconds=10),
+        heartbeat_timeout: datetime.timedelta = datetime.timedelta(seconds=60),
+        max_message_size: Optional[int] = None,
+    ) -> None:
+        self.username = username
+        self.session_id = session_id
+        self._logger = (logger or default_logger()).bind(user=username, session=session_id)
+        self._heartbeat_interval = _seconds(heartbeat_interval, "heartbeat_interval") or 10.0
+        self._heartbeat_timeout = _seconds(heartbeat_timeout, "heartbeat_timeout") or 60.0
+        self._socket = KernelSocket(
+            socket,
+            user=username,
+            logger=self._logger,
+            keepalive_interval=_seconds(keepalive_interval, "keepalive_interval"),
+            max_message_size=max_message_size,
+        )
+        # The header's ``session`` names this client connection; the server
+        # session id names the server-side record.
+        self._client_id = uuid.uuid4().hex
+        self._ready = False
+        self._closed_because: Optional[str] = None
+        self._in_use = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = f"closed ({self._closed_because})" if self.closed else "open"
+        return (
+            f"<JupyterLabSession user={self.username!r} session_id={self.session_id!r}"
+            f" protocol={self.protocol!r} {state}>"
+        )
+
+    def __enter__(self) -> JupyterLabSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session is closed and can no longer run code."""
+        return self._closed_because is not None
+
+    @property
+    def protocol(self) -> str:
+        """Wire encoding in use: ``v1`` or ``legacy``."""
+        return "v1" if self._socket.is_v1 else "legacy"
+
+    # Public calls
+
+    def run_python(
+        self,
+        code: str,
+        context: Optional[CodeContext] = None,
+        *,
+        timeout: Optional[datetime.timedelta] = None,
+    ) -> str:
+        """Run a block of Python code in the kernel and return its stdout.
+
+        Parameters
+        ----------
+        code
+            Code to run.
+        context
+            Where the code came from, attached to any exception.
+        timeout
+            Deadline for the whole call, sending included; `None` for none.
+            A dead kernel or connection is reported even without one.
+
+        Returns
+        -------
+        str
+            What the code wrote to standard output. Standard error, the
+            value of the last expression and rich displays are not part of
+            it; `execute` returns those.
+
+        Raises
+        ------
+        NubladoExecutionError
+            The code raised (status ``error``) or the request was aborted
+            (status ``aborted``).
+        NubladoKernelDiedError
+            The kernel died or stopped answering while running the code.
+        NubladoOutputLostError
+            The server's IOPub rate limit dropped some of the output.
+        NubladoExecutionTimeoutError
+            The deadline passed. The kernel was interrupted and the session
+            closed; the partial output is on the exception.
+        NubladoWebSocketError
+            The connection was closed or broke; the session is closed.
+        NubladoProtocolError
+            The server sent a frame that could not be decoded; the session
+            is closed.
+        NubladoSessionClosedError
+            The session was already closed.
+        NubladoUsageError
+            Invalid arguments, or another thread is using the session.
+        """
+        result = self.execute(code, context, timeout=timeout)
+        if result.output_lost:
+            raise NubladoOutputLostError(
+                self.username,
+                code=code,
+                context=context,
+                error=(
+                    "The lab's IOPub rate limit dropped output; the output is"
+                    f" incomplete. Notice: {result.stderr.strip()}"
+                ),
+                status="output lost",
+                started_at=result.started_at,
+                result=result,
+            )
+        return result.stdout
+
+    def execute(
+        self,
+        code: str,
+        context: Optional[CodeContext] = None,
+        *,
+        timeout: Optional[datetime.timedelta] = None,
+        on_output: Optional[OutputCallback] = None,
+        raise_on_error: bool = True,
+    ) -> ExecutionResult:
+        """Run code and return everything it produced.
+
+        Parameters
+        ----------
+        code
+            Code to run.
+        context
+            Where the code came from, attached to any exception.
+        timeout
+            Deadline for the whole call, sending included; `None` for none.
+        on_output
+            Called in this thread with each output (a dict in nbformat 4
+            output shape) as it arrives; an exception it raises ends the
+            call, closes the session and propagates.
+        raise_on_error
+            With `False`, a failure reported by the kernel (status ``error``
+            or ``aborted``) is returned in the result instead of raised.
+
+        Returns
+        -------
+        ExecutionResult
+            Standard output and error, the result and display outputs, the
+            error fields, timings, and whether output was lost to the
+            server's rate limit (`ExecutionResult.output_lost`).
+
+        Raises
+        ------
+        NubladoExecutionError
+            The code raised or was aborted (unless ``raise_on_error`` is
+            false).
+        NubladoKernelDiedError
+            The kernel died or stopped answering while running the code.
+        NubladoExecutionTimeoutError
+            The deadline passed; the kernel was interrupted and the session
+            closed.
+        NubladoWebSocketError
+            The connection was closed or broke; the session is closed.
+        NubladoProtocolError
+            The server sent a frame that could not be decoded; the session
+            is closed.
+        NubladoSessionClosedError
+            The session was already closed.
+        NubladoUsageError
+            Invalid arguments, or another thread is using the session.
+        """
+        if not isinstance(code, str):
+            raise NubladoUsageError(f"code must be a str, not {type(code).__name__}", self.username)
+        if context is not None and not isinstance(context, CodeContext):
+            raise NubladoUsageError("context must be a CodeContext", self.username)
+        deadline = Deadline(timeout if _seconds(timeout, "timeout") else None)
+        self._check_open()
+        if not self._in_use.acquire(blocking=False):
+            raise NubladoUsageError(
+                "The session is already running code in another thread;"
+                " a session serves one thread at a time",
+                self.username,
+            )
+        try:
+            with self._socket.io_lock:
+                return self._execute(code, context, deadline, on_output, raise_on_error)
+        finally:
+            self._in_use.release()
+
+    def interrupt(self) -> None:
+        """Interrupt whatever the kernel is running.
+
+        Sends an ``interrupt_request`` on the control channel without
+        waiting for its reply. The interrupted request then ends with a
+        ``KeyboardInterrupt`` error.
+
+        Raises
+        ------
+        NubladoSessionClosedError
+            The session is closed.
+        NubladoWebSocketError
+            Sending failed.
+        """
+        self._check_open()
+        with self._socket.io_lock:
+            self._send_interrupt()
+
+    def wait_until_ready(self, timeout: datetime.timedelta) -> None:
+        """Wait until the kernel answers requests.
+
+        A kernel that is still starting can lose requests or send start-up
+        messages that look like a restart; this round trip (a
+        ``kernel_info_request``) makes sure it is past that. `execute` calls
+        it by itself when needed.
+
+        Parameters
+        ----------
+        timeout
+            How long to wait.
+
+        Raises
+        ------
+        NubladoTimeoutError
+            The kernel did not answer in time.
+        NubladoWebSocketError
+            The connection was closed or broke; the session is closed.
+        NubladoSessionClosedError
+            The session is closed.
+        """
+        deadline = Deadline(timeout if _seconds(timeout, "timeout") else None)
+        self._check_open()
+        with self._in_use, self._socket.io_lock:
+            try:
+                self._await_ready(deadline)
+            except NubladoError as e:
+                self._abandon(f"readiness check failed: {type(e).__name__}")
+                raise
+
+    def close(self) -> None:
+        """Close the WebSocket. Safe to call more than once; never raises.
+
+        The kernel and the server session stay; the session manager deletes
+        them.
+        """
+        self._close("closed by the caller")
+
+    # Internals
+
+    def _check_open(self) -> None:
+        if self._closed_because is not None:
+            raise NubladoSessionClosedError(
+                f"The session is closed ({self._closed_because}); open a new one",
+                self.username,
+            )
+
+    def _close(self, reason: str) -> None:
+        if self._closed_because is None:
+            self._closed_because = reason
+            self._socket.close(_CLOSE_TIMEOUT)
+            self._logger.debug("Closed kernel WebSocket", reason=reason)
+
+    def _abandon(self, reason: str) -> None:
+        # After a timeout, an interrupt from the caller or a broken stream the
+        # kernel may still be working on our request: stop it, then close.
+        if self._socket.connected:
+            try:
+                self._send_interrupt(_ABANDON_SEND_TIMEOUT)
+            except NubladoError:
+                self._logger.debug("Could not interrupt the kernel", exc_info=True)
+        self._close(reason)
+
+    def _send_interrupt(self, timeout: Optional[float] = _ABANDON_SEND_TIMEOUT) -> None:
+        request = make_request(
+            "control",
+            "interrupt_request",
+            {},
+            session=self._client_id,
+            username=self.username,
+        )
+        self._socket.send(request, timeout)
+
+    def _execute(
+        self,
+        code: str,
+        context: Optional[CodeContext],
+        deadline: Deadline,
+        on_output: Optional[OutputCallback],
+        raise_on_error: bool,
+    ) -> ExecutionResult:
+        started_at = datetime.datetime.now(tz=datetime.timezone.utc)
+        request = execute_request(code, session=self._client_id, username=self.username)
+        collector = ExecutionCollector(request.header["msg_id"], code, on_output)
+        try:
+            if not self._ready:
+                self._await_ready(deadline)
+            self._socket.send(request, deadline.remaining())
+            self._logger.debug("Sent execute_request", msg_id=collector.msg_id)
+            self._await_reply(collector, deadline)
+        except NubladoKernelDiedError as e:
+            e.code, e.context, e.started_at = code, context or e.context, started_at
+            e.result = collector.result()
+            raise
+        except (NubladoTimeoutError, NubladoWebSocketError) as e:
+            if deadline.expired():
+                self._raise_timeout(code, context, deadline, started_at, collector, e)
+            self._abandon(f"{type(e).__name__}")
+            e.context, e.started_at = context or e.context, started_at
+            raise
+        except NubladoError as e:
+            self._abandon(type(e).__name__)
+            e.context, e.started_at = context or e.context, started_at
+            raise
+        except BaseException as e:
+            # KeyboardInterrupt, or an exception from the output callback.
+            self._abandon(f"interrupted by {type(e).__name__}")
+            raise
+        result = collector.result()
+        if result.output_lost:
+            self._logger.warning(
+                "Lab IOPub rate limit dropped output", notice=result.stderr[-200:]
+            )
+        if raise_on_error and result.status != "ok":
+            raise NubladoExecutionError(
+                self.username,
+                code=code,
+                context=context,
+                error=result.error_text,
+                status=result.status or "unknown",
+                started_at=started_at,
+                result=result,
+            )
+        return result
+
+    def _raise_timeout(
+        self,
+        code: str,
+        context: Optional[CodeContext],
+        deadline: Deadline,
+        started_at: datetime.datetime,
+        collector: ExecutionCollector,
+        cause: Optional[BaseException] = None,
+    ) -> NoReturn:
+        self._abandon("timed out")
+        assert deadline.timeout is not None  # only a real deadline expires
+        self._logger.info("Code execution timed out", timeout=deadline.timeout.total_seconds())
+        raise NubladoExecutionTimeoutError(
+            self.username,
+            code=code,
+            timeout=deadline.timeout,
+            context=context,
+            started_at=started_at,
+            result=collector.result(),
+        ) from cause
+
+    def _kernel_died(self, detail: str) -> NubladoKernelDiedError:
+        # The server restarts a dead kernel under the same id; the next
+        # request must first wait until the new kernel answers.
+        self._ready = False
+        self._logger.warning("Kernel died while running code", detail=detail)
+        return NubladoKernelDiedError(self.username, error=detail, status="dead")
+
+    def _await_reply(self, collector: ExecutionCollector, deadline: Deadline) -> None:
+        heard_at = time.monotonic()
+        probe_id: Optional[str] = None
+        probe_sent_at = 0.0
+        while not collector.done:
+            now = time.monotonic()
+            if deadline.expired():
+                raise NubladoTimeoutError("Deadline passed", self.username)
+            if probe_id is None and now - heard_at >= self._heartbeat_interval:
+                probe_id = self._send_probe("control", deadline)
+                probe_sent_at = now
+            if probe_id is not None and now - probe_sent_at >= self._heartbeat_timeout:
+                self._abandon("kernel stopped answering")
+                raise NubladoKernelDiedError(
+                    self.username,
+                    error=(
+                        "Neither the kernel nor the connection answered for"
+                        f" {self._heartbeat_timeout:.0f}s"
+                    ),
+                    status="unresponsive",
+                )
+            if probe_id is None:
+                wait = heard_at + self._heartbeat_interval - now
+            else:
+                wait = probe_sent_at + self._heartbeat_timeout - now
+            msg = self._socket.recv(deadline.bound(wait))
+            if msg is None:
+                continue
+            parent = msg.parent_id
+            if parent is not None and parent in (probe_id, collector.msg_id):
+                heard_at = time.monotonic()
+                if parent == probe_id:
+                    probe_id = None
+                    continue
+            collector.feed(msg)
+            if collector.kernel_died:
+                raise self._kernel_died(
+                    f"The kernel was restarted (status {msg.content.get('execution_state')!r})"
+                    " while running the code; its state is lost"
+                )
+
+    def _send_probe(self, channel: str, deadline: Deadline) -> str:
+        request = make_request(
+            channel, "kernel_info_request", {}, session=self._client_id, username=self.username
+        )
+        self._socket.send(request, deadline.bound(self._heartbeat_timeout))
+        msg_id: str = request.header["msg_id"]
+        return msg_id
+
+    def _await_ready(self, deadline: Deadline) -> None:
+        # Ready means a kernel_info_reply and the matching idle status: the
+        # idle proves iopub is connected and that any start-up "starting"
+        # status (which comes before it on iopub) is behind us.
+        overall = deadline if deadline.timeout is not None else Deadline(
+            datetime.timedelta(seconds=self._heartbeat_timeout)
+        )
+        while True:
+            if overall.expired():
+                if deadline.timeout is None:
+                    self._abandon("kernel never became ready")
+                    raise NubladoKernelDiedError(
+                        self.username,
+                        error=f"The kernel did not answer for {self._heartbeat_timeout:.0f}s",
+                        status="unresponsive",
+                    )
+                raise NubladoTimeoutError(
+                    "Timed out waiting for the kernel to become ready", self.username
+                )
+            probe_id = self._send_probe("shell", overall)
+            if self._await_probe(probe_id, overall):
+                self._ready = True
+                self._logger.debug("Kernel is ready")
+                return
+
+    def _await_probe(self, probe_id: str, deadline: Deadline) -> bool:
+        replied = idle = False
+        retry_at = time.monotonic() + _PROBE_RETRY
+        while not (replied and idle):
+            now = time.monotonic()
+            if deadline.expired() or now >= retry_at:
+                return False
+            msg = self._socket.recv(deadline.bound(retry_at - now))
+            if msg is None or msg.parent_id != probe_id:
+                continue
+            if msg.msg_type == "kernel_info_reply":
+                replied = True
+                # The reply is in; give the idle status its own full wait.
+                retry_at = time.monotonic() + _PROBE_RETRY
+            elif _is_idle(msg):
+                idle = True
+        return True
+
+
+def _is_idle(msg: KernelMessage) -> bool:
+    return msg.msg_type == "status" and msg.content.get("execution_state") == "idle"

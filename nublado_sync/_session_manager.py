@@ -1,0 +1,328 @@
+"""Opening a kernel session on a server, and always cleaning it up."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from types import TracebackType
+from typing import Any, Optional, Type, Union
+
+import websocket
+
+from ._deadline import Deadline
+from ._exceptions import (
+    NubladoError,
+    NubladoTimeoutError,
+    NubladoUsageError,
+    NubladoWebSocketError,
+)
+from ._http import HTTPSession
+from ._lab_api import LabAPI
+from ._logging import Logger, default_logger
+from ._redact import redact_url
+from ._session import JupyterLabSession
+from ._wire import V1_SUBPROTOCOL
+
+__all__ = ["JupyterLabSessionManager", "open_lab_session"]
+
+
+class JupyterLabSessionManager:
+    """Context manager for one kernel session on a Jupyter server.
+
+    On entry it creates a ``console`` session (a new kernel) through the
+    REST API, opens the kernel WebSocket and waits until the kernel answers.
+    On exit, whatever happened (the WebSocket failing to open, an exception
+    or ``KeyboardInterrupt`` in the body, a timeout), it closes the socket
+    and deletes the session, which shuts the kernel down.
+
+    Made by `NubladoClient.lab_session` or `open_lab_session`.
+
+    Parameters
+    ----------
+    username
+        User the session is for.
+    api
+        REST access to the server.
+    close_http
+        Close ``api``'s HTTP session on exit (when the manager made it).
+    kernel_name
+        Kernel to start; the server's default when `None`.
+    notebook_name
+        Name recorded with the session on the server.
+    max_websocket_size
+        Largest message accepted from the kernel, in bytes; `None` for no
+        limit.
+    websocket_open_timeout
+        Time allowed to open the WebSocket and for the kernel to answer.
+    logger
+        Logger to use.
+    session_options
+        Further keyword arguments for `JupyterLabSession`
+        (``keepalive_interval``, ``heartbeat_interval``,
+        ``heartbeat_timeout``).
+    """
+
+    def __init__(
+        self,
+        *,
+        username: str,
+        api: LabAPI,
+        kernel_name: Optional[str] = None,
+        notebook_name: Optional[str] = None,
+        max_websocket_size: Optional[int] = None,
+        websocket_open_timeout: datetime.timedelta = datetime.timedelta(seconds=60),
+        logger: Optional[Logger] = None,
+        close_http: bool = False,
+        **session_options: Any,
+    ) -> None:
+        self.username = username
+        self._close_http = close_http
+        self._api = api
+        self._kernel_name = kernel_name
+        self._notebook_name = notebook_name
+        self._max_size = max_websocket_size
+        self._open_timeout = websocket_open_timeout
+        self._logger = logger or default_logger()
+        self._session_options = session_options
+        self._session_id: Optional[str] = None
+        self._kernel_id: Optional[str] = None
+        self._session: Optional[JupyterLabSession] = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<JupyterLabSessionManager user={self.username!r}"
+            f" url={redact_url(self._api.base_url)!r} session_id={self._session_id!r}>"
+        )
+
+    @property
+    def session_id(self) -> Optional[str]:
+        """Id of the server session while one is open."""
+        return self._session_id
+
+    @property
+    def kernel_id(self) -> Optional[str]:
+        """Id of the session's kernel while one is open."""
+        return self._kernel_id
+
+    def __enter__(self) -> JupyterLabSession:
+        """Create the session, open its WebSocket and wait for the kernel.
+
+        Returns
+        -------
+        JupyterLabSession
+            The open session.
+
+        Raises
+        ------
+        NubladoWebError
+            Creating the session failed.
+        NubladoWebSocketError
+            The WebSocket did not open.
+        NubladoTimeoutError
+            The WebSocket or the kernel took longer than
+            ``websocket_open_timeout``.
+        NubladoUsageError
+            The manager is already open.
+        """
+        if self._session_id is not None:
+            raise NubladoUsageError("This session manager is already open", self.username)
+        deadline = Deadline(self._open_timeout)
+        self._session_id, self._kernel_id = self._api.create_session(
+            kernel_name=self._kernel_name, notebook_name=self._notebook_name
+        )
+        log = self._logger.bind(user=self.username, session=self._session_id)
+        log.debug("Created lab session", kernel=self._kernel_id)
+        try:
+            ws = self._connect(deadline)
+            self._session = JupyterLabSession(
+                username=self.username,
+                session_id=self._session_id,
+                socket=ws,
+                logger=self._logger,
+                max_message_size=self._max_size,
+                **self._session_options,
+            )
+            remaining = deadline.remaining()
+            if not remaining:
+                raise NubladoTimeoutError(
+                    "Timed out attempting to open WebSocket to lab session", self.username
+                )
+            self._session.wait_until_ready(datetime.timedelta(seconds=remaining))
+        except BaseException:
+            self._cleanup()
+            raise
+        return self._session
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        """Close the WebSocket and delete the session.
+
+        Raises
+        ------
+        NubladoWebError
+            Deleting the session failed and no other exception is in flight
+            (one in flight is never replaced; the failure is logged).
+        """
+        try:
+            self._cleanup()
+        except NubladoError:
+            if exc is None:
+                raise
+            self._logger.warning("Could not delete lab session", exc_info=True)
+
+    def _connect(self, deadline: Deadline) -> websocket.WebSocket:
+        assert self._kernel_id is not None
+        client_id = uuid.uuid4().hex
+        url = self._api.channels_url(self._kernel_id, client_id)
+        timeout = deadline.remaining()
+        try:
+            return websocket.create_connection(
+                url,
+                timeout=timeout,
+                subprotocols=[V1_SUBPROTOCOL],
+                header=self._api.websocket_headers(),
+                cookie=self._api.websocket_cookie(self._kernel_id),
+                # A redirected handshake would re-send the token to wherever
+                # it points; the hub client follows redirects itself.
+                redirect_limit=0,
+                enable_multithread=False,
+                sslopt={} if self._api.http.session.verify is True else _sslopt(
+                    self._api.http.session.verify
+                ),
+            )
+        except websocket.WebSocketTimeoutException as e:
+            raise NubladoTimeoutError(
+                "Timed out attempting to open WebSocket to lab session", self.username
+            ) from e
+        except websocket.WebSocketBadStatusException as e:
+            body = e.resp_body.decode(errors="replace") if e.resp_body else None
+            raise NubladoWebSocketError(
+                f"WebSocket upgrade refused with status {e.status_code}",
+                self.username,
+                body=self._api.http.redact(body) if body else None,
+                code=e.status_code,
+            ) from None
+        except (websocket.WebSocketException, OSError, ValueError) as e:
+            text = self._api.http.redact(str(e))
+            raise NubladoWebSocketError(
+                f"Cannot open WebSocket: {type(e).__name__}: {text}", self.username
+            ) from None
+
+    def _cleanup(self) -> None:
+        session, self._session = self._session, None
+        session_id, self._session_id = self._session_id, None
+        kernel_id, self._kernel_id = self._kernel_id, None
+        if session is not None:
+            session.close()
+        try:
+            self._delete(session_id, kernel_id)
+        finally:
+            if self._close_http:
+                self._api.http.close()
+
+    def _delete(self, session_id: Optional[str], kernel_id: Optional[str]) -> None:
+        if session_id is not None:
+            try:
+                self._api.delete_session(session_id)
+            except NubladoError:
+                # Some servers cannot delete a session whose kernel is in a
+                # bad state; deleting the kernel removes both.
+                if kernel_id is None:
+                    raise
+                self._api.delete_kernel(kernel_id)
+            self._logger.debug("Deleted lab session", user=self.username, session=session_id)
+
+
+def _sslopt(verify: Union[bool, str]) -> dict[str, Any]:
+    import ssl
+
+    if verify is False:
+        return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+    return {"ca_certs": verify}
+
+
+def open_lab_session(
+    url: str,
+    token: str,
+    *,
+    username: Optional[str] = None,
+    kernel_name: Optional[str] = None,
+    notebook_name: Optional[str] = None,
+    timeout: datetime.timedelta = datetime.timedelta(seconds=30),
+    websocket_open_timeout: datetime.timedelta = datetime.timedelta(seconds=60),
+    max_websocket_size: Optional[int] = None,
+    verify: Union[bool, str] = True,
+    logger: Optional[Logger] = None,
+    **session_options: Any,
+) -> JupyterLabSessionManager:
+    """Open a kernel session on any Jupyter server, without a hub.
+
+    Use it as a context manager::
+
+        with open_lab_session("http://127.0.0.1:8888/", token) as session:
+            print(session.run_python("print(6 * 7)"))
+
+    Parameters
+    ----------
+    url
+        Base URL of the Jupyter server (for a lab behind JupyterHub,
+        ``https://host/user/<name>/``).
+    token
+        Token accepted by the server, sent as ``Authorization: Bearer``.
+    username
+        Name used in logs, exceptions and message headers.
+    kernel_name
+        Kernel to start; the server's default when `None`.
+    notebook_name
+        Name recorded with the session on the server.
+    timeout
+        Timeout of each HTTP request.
+    websocket_open_timeout
+        Time allowed to open the WebSocket and for the kernel to answer.
+    max_websocket_size
+        Largest message accepted from the kernel, in bytes.
+    verify
+        TLS verification: `True` (the default), a CA bundle path, or
+        `False` to turn it off.
+    logger
+        Logger to use.
+    **session_options
+        Passed to `JupyterLabSession` (``keepalive_interval``,
+        ``heartbeat_interval``, ``heartbeat_timeout``).
+
+    Returns
+    -------
+    JupyterLabSessionManager
+        Context manager that yields the `JupyterLabSession`.
+
+    Raises
+    ------
+    NubladoUsageError
+        The URL is not http or https.
+    """
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise NubladoUsageError(f"Not an http(s) URL: {redact_url(str(url))}")
+    name = username or "jupyter"
+    logger = logger or default_logger()
+    http = HTTPSession(
+        token=token,
+        user=name,
+        timeout=timeout.total_seconds(),
+        verify=verify,
+        logger=logger,
+    )
+    return JupyterLabSessionManager(
+        username=name,
+        api=LabAPI(http, url),
+        kernel_name=kernel_name,
+        notebook_name=notebook_name,
+        max_websocket_size=max_websocket_size,
+        websocket_open_timeout=websocket_open_timeout,
+        logger=logger,
+        close_http=True,
+        **session_options,
+    )

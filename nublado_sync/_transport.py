@@ -1,0 +1,199 @@
+"""The kernel WebSocket: frames in and out, keepalive, close.
+
+Wraps a websocket-client `~websocket.WebSocket`. It picks the wire encoding
+from the negotiated subprotocol, turns every websocket-client and socket
+error into `NubladoWebSocketError`, and keeps an idle connection alive.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import Optional
+
+import websocket
+from structlog.typing import FilteringBoundLogger
+
+from ._exceptions import NubladoProtocolError, NubladoWebSocketError
+from ._messages import KernelMessage
+from ._wire import V1_SUBPROTOCOL, decode_legacy, decode_v1, encode_legacy, encode_v1
+
+__all__ = ["KernelSocket"]
+
+# The smallest timeout handed to the socket: zero would make it
+# non-blocking, which websocket-client treats differently.
+_MIN_TIMEOUT = 0.001
+
+
+class KernelSocket:
+    """One kernel WebSocket connection.
+
+    Parameters
+    ----------
+    ws
+        Open websocket-client connection to ``api/kernels/<id>/channels``.
+    user
+        User the connection is for (for exceptions).
+    logger
+        Logger to use.
+    max_message_size
+        Largest message accepted, in bytes, or `None`.
+    keepalive_interval
+        Seconds between unsolicited pong frames while idle, or `None` for no
+        keepalive. jupyter_server closes a socket that has not answered its
+        pings for a while, and websocket-client answers pings only while
+        reading; a pong frame resets the server's timer.
+    """
+
+    def __init__(
+        self,
+        ws: websocket.WebSocket,
+        *,
+        user: str,
+        logger: FilteringBoundLogger,
+        keepalive_interval: Optional[float],
+        max_message_size: Optional[int] = None,
+    ) -> None:
+        self._ws = ws
+        self._user = user
+        self._logger = logger
+        self._max_size = max_message_size
+        self.subprotocol = ws.getsubprotocol()
+        self.is_v1 = self.subprotocol == V1_SUBPROTOCOL
+        # Held for every read and write: websocket-client is not safe for
+        # concurrent use, and the keepalive thread writes too.
+        self.io_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._keepalive: Optional[threading.Thread] = None
+        if keepalive_interval is not None and keepalive_interval > 0:
+            self._keepalive = threading.Thread(
+                target=self._keep_alive,
+                args=(keepalive_interval,),
+                name=f"nublado-keepalive-{user}",
+                daemon=True,
+            )
+            self._keepalive.start()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is still open."""
+        return bool(self._ws.connected) and not self._stop.is_set()
+
+    def _error(self, message: str, *, code: Optional[int] = None) -> NubladoWebSocketError:
+        return NubladoWebSocketError(message, self._user, code=code)
+
+    def send(self, msg: KernelMessage, timeout: Optional[float]) -> None:
+        """Send one message, waiting at most ``timeout`` seconds.
+
+        Raises
+        ------
+        NubladoWebSocketError
+            The connection is closed or broken, or sending timed out.
+        """
+        try:
+            self._ws.settimeout(None if timeout is None else max(timeout, _MIN_TIMEOUT))
+            if self.is_v1:
+                self._ws.send_binary(encode_v1(msg))
+            else:
+                self._ws.send(encode_legacy(msg))
+        except websocket.WebSocketTimeoutException as e:
+            raise self._error("Timed out sending to the kernel") from e
+        except (websocket.WebSocketException, OSError) as e:
+            raise self._error(f"Sending failed: {type(e).__name__}: {e}") from e
+        except ValueError as e:
+            # Only JSON encoding raises it (a NaN in content).
+            raise NubladoProtocolError(f"Cannot encode message: {e}", self._user) from e
+
+    def recv(self, timeout: float) -> Optional[KernelMessage]:
+        """Read one frame, waiting at most ``timeout`` seconds.
+
+        Returns
+        -------
+        KernelMessage or None
+            The message, or `None` when the time passed or the frame was a
+            control frame (ping or pong).
+
+        Raises
+        ------
+        NubladoWebSocketError
+            The server closed the connection or it broke.
+        NubladoProtocolError
+            The frame could not be decoded.
+        """
+        try:
+            self._ws.settimeout(max(timeout, _MIN_TIMEOUT))
+            opcode, frame = self._ws.recv_data_frame(control_frame=True)
+        except websocket.WebSocketTimeoutException:
+            return None
+        except websocket.WebSocketConnectionClosedException as e:
+            raise self._error("Connection closed unexpectedly (no close frame)") from e
+        except (websocket.WebSocketException, OSError) as e:
+            raise self._error(f"Connection failed: {type(e).__name__}: {e}") from e
+        data = frame.data
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            raise self._close_error(data)
+        if self._max_size is not None and len(data) > self._max_size:
+            raise self._error(
+                f"Message of {len(data)} bytes exceeds the limit of {self._max_size}"
+            )
+        if opcode == websocket.ABNF.OPCODE_BINARY:
+            # A server behind a proxy that lost the subprotocol reply may
+            # still speak v1; its frames start with a small little-endian
+            # count, legacy binary frames with a big-endian one.
+            if self.is_v1 or data[:1] != b"\0":
+                return decode_v1(data)
+            return decode_legacy(data)
+        if opcode == websocket.ABNF.OPCODE_TEXT:
+            try:
+                text = data.decode() if isinstance(data, bytes) else data
+            except UnicodeDecodeError as e:
+                raise NubladoProtocolError("Text frame is not UTF-8", self._user) from e
+            return decode_legacy(text)
+        return None
+
+    def _close_error(self, data: bytes) -> NubladoWebSocketError:
+        code: Optional[int] = None
+        reason = ""
+        if len(data) >= 2:
+            (code,) = struct.unpack("!H", data[:2])
+            reason = data[2:].decode(errors="replace")
+        detail = f"code {code}" if code is not None else "no code"
+        if reason:
+            detail += f", {reason}"
+        return self._error(f"Server closed the connection ({detail})", code=code)
+
+    def pong(self) -> None:
+        """Send an unsolicited pong frame; errors are left for the next read."""
+        try:
+            self._ws.pong(b"")
+        except (websocket.WebSocketException, OSError):
+            pass
+
+    def _keep_alive(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            # Skip a beat rather than wait while a request is reading: its
+            # reads answer the server's pings themselves.
+            if self.io_lock.acquire(blocking=False):
+                try:
+                    if not self._ws.connected:
+                        return
+                    self._ws.settimeout(min(interval, 2.0))
+                    self.pong()
+                finally:
+                    self.io_lock.release()
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the keepalive and close the connection.
+
+        Waits at most ``timeout`` seconds for the server's close frame; never
+        raises.
+        """
+        self._stop.set()
+        if self._keepalive is not None and self._keepalive is not threading.current_thread():
+            self._keepalive.join()
+        try:
+            self._ws.close(timeout=timeout)
+        except Exception:
+            self._logger.debug("Error closing WebSocket", exc_info=True)
+        finally:
+            self._ws.shutdown()
