@@ -31,9 +31,7 @@ __all__ = [
 ]
 
 
-def _restore(
-    cls: Type[NubladoError], args: Tuple[Any, ...], state: Dict[str, Any]
-) -> NubladoError:
+def _restore(cls: Type[NubladoError], args: Tuple[Any, ...], state: Dict[str, Any]) -> NubladoError:
     # Subclass constructors take different arguments; rebuilding from the
     # attribute dictionary keeps pickling independent of each signature.
     exc = cls.__new__(cls)

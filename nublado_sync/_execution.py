@@ -44,9 +44,7 @@ class ExecutionCollector:
         Optional callback for each output as it arrives.
     """
 
-    def __init__(
-        self, msg_id: str, code: str, on_output: Optional[OutputCallback] = None
-    ) -> None:
+    def __init__(self, msg_id: str, code: str, on_output: Optional[OutputCallback] = None) -> None:
         self.msg_id = msg_id
         self.kernel_died = False
         self.rate_limited = False
@@ -112,16 +110,17 @@ class ExecutionCollector:
         elif msg_type == "clear_output":
             # A notebook would erase the cell's displayed outputs; text
             # already written to stdout stays part of the result.
-            self._outputs = [
-                o for o in self._outputs if o["output_type"] == "stream"
-            ]
+            self._outputs = [o for o in self._outputs if o["output_type"] == "stream"]
         # Anything else (execute_input, comm_*, update_display_data, types
         # newer than this client) carries no output we report.
 
     def _check_unparented(self, msg: KernelMessage) -> None:
-        if msg.channel == "iopub" and msg.msg_type == "status":
-            if msg.content.get("execution_state") in _RESTART_STATES:
-                self.kernel_died = True
+        if (
+            msg.channel == "iopub"
+            and msg.msg_type == "status"
+            and msg.content.get("execution_state") in _RESTART_STATES
+        ):
+            self.kernel_died = True
 
     def _on_stream(self, content: Dict[str, Any]) -> None:
         name = content.get("name")
@@ -156,10 +155,15 @@ class ExecutionCollector:
         outputs = []
         for output in self._outputs:
             if output["output_type"] == "stream":
-                chunks = output["_chunks"]
-                output = {k: v for k, v in output.items() if k != "_chunks"}
-                output["text"] = "".join(chunks)
-            outputs.append(output)
+                outputs.append(
+                    {
+                        "output_type": "stream",
+                        "name": output["name"],
+                        "text": "".join(output["_chunks"]),
+                    }
+                )
+            else:
+                outputs.append(output)
         reply = self._reply or {}
         error = self._error or reply
         status = reply.get("status", "")

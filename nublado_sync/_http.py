@@ -66,6 +66,7 @@ class HTTPSession:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.verify = verify
+        self.verify = verify
         self._auth = BearerAuth(token)
         self._token = token
         self._logger = logger

@@ -178,8 +178,11 @@ class LabAPI:
         return [f"{k}: {v}" for k, v in headers.items()]
 
     def websocket_cookie(self, kernel_id: str) -> Optional[str]:
-        """This client's cookies for the handshake (never a global jar)."""
+        """Return this client's cookies for the handshake (never a global jar)."""
         # Let the cookie jar apply its own domain, path and secure rules to
         # the HTTP twin of the WebSocket URL.
         request = requests.Request("GET", self.url(f"api/kernels/{kernel_id}/channels"))
-        return get_cookie_header(self.http.session.cookies, request.prepare())
+        header: Optional[str] = get_cookie_header(  # type: ignore[no-untyped-call]
+            self.http.session.cookies, request.prepare()
+        )
+        return header

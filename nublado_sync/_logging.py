@@ -13,15 +13,15 @@ __all__ = ["Logger", "default_logger"]
 class Logger(Protocol):
     """What this package needs of a logger; any structlog logger has it."""
 
-    def bind(self, **new_values: Any) -> Any: ...  # noqa: D102
+    def bind(self, **new_values: Any) -> Any: ...
 
-    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...  # noqa: D102
+    def debug(self, event: str, *args: Any, **kw: Any) -> Any: ...
 
-    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...  # noqa: D102
+    def info(self, event: str, *args: Any, **kw: Any) -> Any: ...
 
-    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...  # noqa: D102
+    def warning(self, event: str, *args: Any, **kw: Any) -> Any: ...
 
-    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...  # noqa: D102
+    def error(self, event: str, *args: Any, **kw: Any) -> Any: ...
 
 
 def default_logger() -> Logger:

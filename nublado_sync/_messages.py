@@ -40,7 +40,7 @@ class KernelMessage:
 
     @property
     def msg_id(self) -> Optional[str]:
-        """This message's id."""
+        """Id of this message."""
         value = self.header.get("msg_id")
         return value if isinstance(value, str) else None
 
@@ -88,6 +88,4 @@ def execute_request(code: str, *, session: str, username: str) -> KernelMessage:
         "allow_stdin": False,
         "stop_on_error": True,
     }
-    return make_request(
-        "shell", "execute_request", content, session=session, username=username
-    )
+    return make_request("shell", "execute_request", content, session=session, username=username)

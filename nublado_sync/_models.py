@@ -117,9 +117,7 @@ class ExecutionResult:
     @property
     def displays(self) -> List[Dict[str, Any]]:
         """Mimebundles of every ``display_data`` output, in order."""
-        return [
-            o["data"] for o in self.outputs if o["output_type"] == "display_data"
-        ]
+        return [o["data"] for o in self.outputs if o["output_type"] == "display_data"]
 
     @property
     def error_text(self) -> Optional[str]:

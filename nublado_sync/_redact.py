@@ -13,18 +13,16 @@ _ANSI = re.compile(r"(?:\x1B[@-_]|[\x80-\x9F])[0-?]*[ -/]*[@-~]")
 
 # JupyterHub pages embed the XSRF token as ``xsrf_token: "value"`` (the key
 # is not quoted, the value is); be lenient about quoting and spacing.
-_XSRF_IN_PAGE = re.compile(
-    r"""(?i)(["']?_?xsrf_?token["']?\s*[:=]\s*["'])([^"']*)(["'])"""
-)
+_XSRF_IN_PAGE = re.compile(r"""(?i)(["']?_?xsrf_?token["']?\s*[:=]\s*["'])([^"']*)(["'])""")
 # Hidden form fields: <input type="hidden" name="_xsrf" value="...">.
 _XSRF_INPUT = re.compile(r"""(?i)(name=["']_xsrf["'][^>]*?value=["'])([^"']*)""")
 
 # Query parameters that carry secrets, plain or percent-encoded once or
 # twice (a login redirect's ``next=`` holds an encoded OAuth URL). The value
 # ends at the next parameter separator in whichever encoding it uses.
-_SECRET_PARAMS = r"state|code|token|_xsrf|access_token|code_challenge"
+_SECRET_PARAMS = r"state|code|token|_xsrf|access_token|code_challenge"  # noqa: S105
 _URL_SECRET = re.compile(
-    rf"(?i)(?<![A-Za-z0-9_])((?:{_SECRET_PARAMS})(?:=|%3D|%253D))"
+    rf"(?i)(?<![A-Za-z_])((?:{_SECRET_PARAMS})(?:=|%3D|%253D))"
     r"((?:(?!%26|%2526)[^&#\s\"'<>])*)"
 )
 

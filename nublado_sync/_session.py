@@ -411,9 +411,7 @@ class JupyterLabSession:
             raise
         result = collector.result()
         if result.output_lost:
-            self._logger.warning(
-                "Lab IOPub rate limit dropped output", notice=result.stderr[-200:]
-            )
+            self._logger.warning("Lab IOPub rate limit dropped output", notice=result.stderr[-200:])
         if raise_on_error and result.status != "ok":
             raise NubladoExecutionError(
                 self.username,
@@ -507,8 +505,10 @@ class JupyterLabSession:
         # Ready means a kernel_info_reply and the matching idle status: the
         # idle proves iopub is connected and that any start-up "starting"
         # status (which comes before it on iopub) is behind us.
-        overall = deadline if deadline.timeout is not None else Deadline(
-            datetime.timedelta(seconds=self._heartbeat_timeout)
+        overall = (
+            deadline
+            if deadline.timeout is not None
+            else Deadline(datetime.timedelta(seconds=self._heartbeat_timeout))
         )
         while True:
             if overall.expired():

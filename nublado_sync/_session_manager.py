@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import ssl
 import uuid
 from types import TracebackType
-from typing import Any, Optional, Type, Union
+from typing import Any, Dict, List, Optional, Type, Union
 
 import websocket
 
@@ -24,6 +25,10 @@ from ._session import JupyterLabSession
 from ._wire import V1_SUBPROTOCOL
 
 __all__ = ["JupyterLabSessionManager", "open_lab_session"]
+
+
+class _SubprotocolRefusedError(Exception):
+    """The handshake answer did not confirm the offered subprotocol."""
 
 
 class JupyterLabSessionManager:
@@ -175,24 +180,42 @@ class JupyterLabSessionManager:
             self._logger.warning("Could not delete lab session", exc_info=True)
 
     def _connect(self, deadline: Deadline) -> websocket.WebSocket:
+        try:
+            return self._handshake(deadline, [V1_SUBPROTOCOL])
+        except _SubprotocolRefusedError:
+            # websocket-client fails a handshake whose answer lacks the
+            # offered subprotocol; such a server speaks the legacy protocol.
+            self._logger.info("Server refused the v1 kernel protocol, using legacy JSON")
+            try:
+                return self._handshake(deadline, None)
+            except _SubprotocolRefusedError as e:
+                raise NubladoWebSocketError(
+                    "Invalid WebSocket handshake answer", self.username
+                ) from e
+
+    def _handshake(
+        self, deadline: Deadline, subprotocols: Optional[List[str]]
+    ) -> websocket.WebSocket:
         assert self._kernel_id is not None
         client_id = uuid.uuid4().hex
         url = self._api.channels_url(self._kernel_id, client_id)
         timeout = deadline.remaining()
+        if timeout == 0:
+            raise NubladoTimeoutError(
+                "Timed out attempting to open WebSocket to lab session", self.username
+            )
         try:
             return websocket.create_connection(
                 url,
                 timeout=timeout,
-                subprotocols=[V1_SUBPROTOCOL],
+                subprotocols=subprotocols,
                 header=self._api.websocket_headers(),
                 cookie=self._api.websocket_cookie(self._kernel_id),
                 # A redirected handshake would re-send the token to wherever
                 # it points; the hub client follows redirects itself.
                 redirect_limit=0,
                 enable_multithread=False,
-                sslopt={} if self._api.http.session.verify is True else _sslopt(
-                    self._api.http.session.verify
-                ),
+                sslopt=_sslopt(self._api.http.verify),
             )
         except websocket.WebSocketTimeoutException as e:
             raise NubladoTimeoutError(
@@ -206,11 +229,18 @@ class JupyterLabSessionManager:
                 body=self._api.http.redact(body) if body else None,
                 code=e.status_code,
             ) from None
-        except (websocket.WebSocketException, OSError, ValueError) as e:
-            text = self._api.http.redact(str(e))
-            raise NubladoWebSocketError(
-                f"Cannot open WebSocket: {type(e).__name__}: {text}", self.username
-            ) from None
+        except websocket.WebSocketException as e:
+            if type(e) is websocket.WebSocketException and subprotocols:
+                raise _SubprotocolRefusedError from None
+            raise self._open_error(e) from None
+        except (OSError, ValueError) as e:
+            raise self._open_error(e) from None
+
+    def _open_error(self, e: Exception) -> NubladoWebSocketError:
+        text = self._api.http.redact(str(e))
+        return NubladoWebSocketError(
+            f"Cannot open WebSocket: {type(e).__name__}: {text}", self.username
+        )
 
     def _cleanup(self) -> None:
         session, self._session = self._session, None
@@ -237,9 +267,10 @@ class JupyterLabSessionManager:
             self._logger.debug("Deleted lab session", user=self.username, session=session_id)
 
 
-def _sslopt(verify: Union[bool, str]) -> dict[str, Any]:
-    import ssl
-
+def _sslopt(verify: Union[bool, str]) -> Dict[str, Any]:
+    # The handshake must trust exactly what the HTTP requests trust.
+    if verify is True:
+        return {}
     if verify is False:
         return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
     return {"ca_certs": verify}

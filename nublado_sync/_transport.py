@@ -7,6 +7,7 @@ error into `NubladoWebSocketError`, and keeps an idle connection alive.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import threading
 from typing import Optional
@@ -133,9 +134,7 @@ class KernelSocket:
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             raise self._close_error(data)
         if self._max_size is not None and len(data) > self._max_size:
-            raise self._error(
-                f"Message of {len(data)} bytes exceeds the limit of {self._max_size}"
-            )
+            raise self._error(f"Message of {len(data)} bytes exceeds the limit of {self._max_size}")
         if opcode == websocket.ABNF.OPCODE_BINARY:
             # A server behind a proxy that lost the subprotocol reply may
             # still speak v1; its frames start with a small little-endian
@@ -164,10 +163,8 @@ class KernelSocket:
 
     def pong(self) -> None:
         """Send an unsolicited pong frame; errors are left for the next read."""
-        try:
+        with contextlib.suppress(websocket.WebSocketException, OSError):
             self._ws.pong(b"")
-        except (websocket.WebSocketException, OSError):
-            pass
 
     def _keep_alive(self, interval: float) -> None:
         while not self._stop.wait(interval):
@@ -196,4 +193,4 @@ class KernelSocket:
         except Exception:
             self._logger.debug("Error closing WebSocket", exc_info=True)
         finally:
-            self._ws.shutdown()
+            self._ws.shutdown()  # type: ignore[no-untyped-call]

@@ -91,16 +91,16 @@ def decode_v1(data: bytes) -> KernelMessage:
     except UnicodeDecodeError as e:
         raise NubladoProtocolError("Kernel frame channel is not UTF-8") from e
     parts = [
-        _loads_object(view[offsets[i] : offsets[i + 1]], _JSON_PARTS[i - 1])
-        for i in range(1, 5)
+        _loads_object(view[offsets[i] : offsets[i + 1]], _JSON_PARTS[i - 1]) for i in range(1, 5)
     ]
     buffers = [bytes(view[offsets[i] : offsets[i + 1]]) for i in range(5, count - 1)]
-    return KernelMessage(channel, *parts, buffers=buffers)
+    header, parent_header, metadata, content = parts
+    return KernelMessage(channel, header, parent_header, metadata, content, buffers)
 
 
 def encode_legacy(msg: KernelMessage) -> str:
     """Encode a message as a legacy JSON text frame (no buffers)."""
-    frame = {
+    frame: Dict[str, Any] = {
         "channel": msg.channel,
         "header": msg.header,
         "parent_header": msg.parent_header,
@@ -117,13 +117,14 @@ def _from_legacy_dict(frame: Dict[str, Any], buffers: List[bytes]) -> KernelMess
     channel = frame.get("channel")
     if not isinstance(channel, str):
         raise NubladoProtocolError("Legacy kernel message has no channel")
-    parts = []
+    parts: List[Dict[str, Any]] = []
     for name in _JSON_PARTS:
         value = frame.get(name, {})
         if not isinstance(value, dict):
             raise NubladoProtocolError(f"Legacy kernel message {name} is not an object")
         parts.append(value)
-    return KernelMessage(channel, *parts, buffers=buffers)
+    header, parent_header, metadata, content = parts
+    return KernelMessage(channel, header, parent_header, metadata, content, buffers)
 
 
 def decode_legacy(data: Union[str, bytes]) -> KernelMessage:

@@ -1,0 +1,126 @@
+"""A TCP proxy on 127.0.0.1 that a test can freeze, cut, or make lie.
+
+It sits between the client and a real server so a test can produce the
+network faults a healthy server never does: a connection that goes silent,
+one that drops without a close frame, one that closes with a close frame in
+the middle of a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import struct
+import threading
+from typing import Iterator, List, Tuple
+
+__all__ = ["TCPProxy", "running_proxy"]
+
+
+class TCPProxy:
+    """Forwards every connection on a local port to ``target``."""
+
+    def __init__(self, target: Tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._pairs: List[Tuple[socket.socket, socket.socket]] = []
+        self._lock = threading.Lock()
+        self._frozen = threading.Event()
+        self._stop = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self._start(self._accept_loop)
+
+    def url(self, path: str = "/") -> str:
+        """HTTP URL of the proxy."""
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _start(self, target: object, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept_loop(self) -> None:
+        self._listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                continue
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._pairs.append((client, upstream))
+            self._start(self._pump, client, upstream)
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        peers = {client: upstream, upstream: client}
+        try:
+            while not self._stop.is_set():
+                readable, _, _ = select.select(list(peers), [], [], 0.1)
+                if self._frozen.is_set():
+                    # Frozen: data stays in the kernel buffers, unread.
+                    self._stop.wait(0.05)
+                    continue
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    peers[sock].sendall(data)
+        except OSError:
+            return
+        finally:
+            for sock in peers:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def freeze(self) -> None:
+        """Stop forwarding in both directions, keeping connections open."""
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        """Resume forwarding."""
+        self._frozen.clear()
+
+    def cut(self) -> None:
+        """Drop every connection abruptly (no close frame, TCP reset)."""
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for client, upstream in pairs:
+            for sock in (client, upstream):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.close()
+
+    def send_close_frame(self, code: int = 1011, reason: bytes = b"going away") -> None:
+        """Freeze, then send every client a WebSocket close frame.
+
+        Only safe while no server frame is half forwarded, i.e. while the
+        server is silent.
+        """
+        self.freeze()
+        payload = struct.pack("!H", code) + reason
+        frame = bytes([0x88, len(payload)]) + payload
+        with self._lock:
+            clients = [client for client, _ in self._pairs]
+        for client in clients:
+            with contextlib.suppress(OSError):
+                client.sendall(frame)
+
+    def close(self) -> None:
+        """Stop the proxy and every connection."""
+        self._stop.set()
+        self.cut()
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def running_proxy(target: Tuple[str, int]) -> Iterator[TCPProxy]:
+    """Run a `TCPProxy` for the duration of a ``with`` block."""
+    proxy = TCPProxy(target)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
