@@ -20,7 +20,6 @@ from nublado_sync import (
     NubladoUsageError,
     NubladoWebSocketError,
 )
-
 from nublado_sync._messages import execute_request
 
 from ..conftest import lab, seconds
