@@ -22,7 +22,17 @@ from ._exceptions import (
     NubladoWebError,
     NubladoWebSocketError,
 )
-from ._models import CodeContext, ExecutionResult
+from ._client import NubladoClient
+from ._discovery import DiscoveryClient
+from ._images import (
+    NubladoImage,
+    NubladoImageByClass,
+    NubladoImageByReference,
+    NubladoImageByTag,
+    NubladoImageClass,
+    NubladoImageSize,
+)
+from ._models import CodeContext, ExecutionResult, SpawnProgressMessage
 from ._session import JupyterLabSession
 from ._session_manager import JupyterLabSessionManager, open_lab_session
 
@@ -30,13 +40,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CodeContext",
+    "DiscoveryClient",
     "ExecutionResult",
     "JupyterLabSession",
     "JupyterLabSessionManager",
     "NubladoDiscoveryError",
     "NubladoError",
     "NubladoExecutionError",
+    "NubladoClient",
     "NubladoExecutionTimeoutError",
+    "NubladoImage",
+    "NubladoImageByClass",
+    "NubladoImageByReference",
+    "NubladoImageByTag",
+    "NubladoImageClass",
+    "NubladoImageSize",
     "NubladoKernelDiedError",
     "NubladoOutputLostError",
     "NubladoProtocolError",
@@ -47,6 +65,7 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "SpawnProgressMessage",
     "__version__",
     "open_lab_session",
 ]

@@ -1,25 +1,81 @@
-"""HTTP requests: authentication, timeouts and errors, in one place.
+"""HTTP: authentication, redirects, XSRF, timeouts and errors, in one place.
 
-Every request the package makes goes through `HTTPSession.request`, which
-adds the bearer token, applies the timeout, and turns every requests,
-urllib3 and socket failure into `NubladoWebError`.
+Every request the package makes goes through `HTTPSession`. `request`
+sends one request with the bearer token and the timeout and turns every
+requests, urllib3 and socket failure into `NubladoWebError`. `fetch` adds
+what JupyterHub needs (see ``nublado-flow.md``): redirects followed by hand
+and confined to the hub and lab URL space, ``Sec-Fetch-Mode``, and the hub's
+and the lab's separate XSRF tokens, read from every hop of a redirect chain.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, Collection, Dict, Mapping, Optional, Union
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from ._exceptions import NubladoWebError
+from ._exceptions import NubladoRedirectError, NubladoWebError
 from ._logging import Logger
 from ._redact import redact_secrets, redact_url
 
-__all__ = ["BearerAuth", "HTTPSession"]
+__all__ = ["BearerAuth", "HTTPSession", "URLSpace"]
 
 # How much of an error body to keep: enough for a traceback or an HTML
 # error page's message, not a whole page.
 _MAX_ERROR_BODY = 4096
+
+# The lab login is the longest chain: about six hops, two of them to the
+# same URL (the OAuth round trip returns to where it started).
+_MAX_HOPS = 20
+_MAX_VISITS = 2
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class URLSpace:
+    """The URLs this client may talk to: the hub's and one user's lab.
+
+    Parameters
+    ----------
+    hub_url
+        Base URL of the hub, ending in ``/``.
+    username
+        The user whose lab URLs are allowed.
+    """
+
+    def __init__(self, hub_url: str, username: str) -> None:
+        self.hub_url = hub_url
+        self.username = username
+        self.lab_base: Optional[str] = None
+        hub = urlsplit(hub_url)
+        # With per-user subdomains the lab lives on "<user>.<hub host>".
+        self._subdomain_origin = f"{hub.scheme}://{username}.{hub.netloc}"
+
+    @property
+    def lab_url(self) -> str:
+        """Base URL of the user's lab (``L/user/<name>/``)."""
+        return (self.lab_base or self.hub_url) + f"user/{self.username}/"
+
+    def learn(self, url: str) -> None:
+        """Remember the lab's host from a redirect to the user's subdomain."""
+        parts = urlsplit(url)
+        if f"{parts.scheme}://{parts.netloc}" == self._subdomain_origin:
+            self.lab_base = self._subdomain_origin + urlsplit(self.hub_url).path
+
+    def reset(self) -> None:
+        """Forget the learned lab host."""
+        self.lab_base = None
+
+    def name_of(self, url: str) -> Optional[str]:
+        """Return ``lab`` or ``hub`` for a URL inside the space, else `None`."""
+        if url.startswith(self.lab_url):
+            return "lab"
+        if url.startswith(self.hub_url):
+            return "hub"
+        if url.startswith(self._subdomain_origin + urlsplit(self.lab_url).path):
+            return "lab"
+        return None
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -70,6 +126,8 @@ class HTTPSession:
         self._auth = BearerAuth(token)
         self._token = token
         self._logger = logger
+        self.space: Optional[URLSpace] = None
+        self.xsrf: Dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<HTTPSession user={self.user!r}>"
@@ -174,6 +232,134 @@ class HTTPSession:
             status=response.status_code,
             url=url,
         )
+
+    def reset(self) -> None:
+        """Forget cookies, XSRF tokens and the learned lab host."""
+        self.session.cookies.clear()
+        self.xsrf.clear()
+        if self.space is not None:
+            self.space.reset()
+
+    def fetch(
+        self,
+        method: str,
+        url: str,
+        *,
+        navigate: bool = False,
+        referer: Optional[str] = None,
+        data: Optional[Dict[str, str]] = None,
+        json: Any = None,
+        params: Optional[Mapping[str, str]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        ok: Collection[int] = (200, 201, 202, 204),
+        follow: bool = True,
+        timeout: Optional[float] = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """Send a request inside the URL space, following redirects by hand.
+
+        Parameters
+        ----------
+        method
+            HTTP method.
+        url
+            Absolute URL inside the hub or lab space.
+        navigate
+            Send ``Sec-Fetch-Mode: navigate`` (a page load) instead of
+            ``same-origin`` with the XSRF token.
+        referer
+            ``Referer`` header to send.
+        data
+            Form to send.
+        json
+            Body to send as JSON.
+        params
+            Query parameters of the first request.
+        headers
+            Extra headers for every hop.
+        ok
+            Final statuses that count as success.
+        follow
+            Follow redirects; when `False` a redirect is returned as is.
+        timeout
+            Read timeout in seconds; the session's when omitted.
+        stream
+            Leave the final body unread.
+
+        Returns
+        -------
+        requests.Response
+            The final response.
+
+        Raises
+        ------
+        NubladoRedirectError
+            A redirect left the URL space or went round in a loop.
+        NubladoWebError
+            A request failed or the final status is not in ``ok``.
+        """
+        space = self.space
+        assert space is not None, "fetch needs a URL space"
+        visits: Counter[str] = Counter()
+        hops = 0
+        while True:
+            name = space.name_of(url)
+            if name is None:
+                raise NubladoRedirectError("Unexpected redirect", url, self.user)
+            hop_headers = {"Sec-Fetch-Mode": "navigate" if navigate else "same-origin"}
+            if not navigate and name in self.xsrf:
+                hop_headers["X-XSRFToken"] = self.xsrf[name]
+            if referer:
+                hop_headers["Referer"] = referer
+            hop_headers.update(headers or {})
+            response = self.request(
+                method,
+                url,
+                headers=hop_headers,
+                data=data,
+                json=json,
+                params=params,
+                ok=range(100, 600),
+                timeout=timeout,
+                stream=stream,
+            )
+            self._remember_xsrf(response, space)
+            if not follow or response.status_code not in _REDIRECTS:
+                break
+            location = response.headers.get("Location")
+            response.close()
+            if not location:
+                raise NubladoWebError(
+                    f"Redirect without Location from {method} {url}",
+                    self.user,
+                    method=method,
+                    status=response.status_code,
+                    url=url,
+                )
+            url = urljoin(url, location)
+            hops += 1
+            visits[url] += 1
+            if hops > _MAX_HOPS or visits[url] > _MAX_VISITS:
+                raise NubladoRedirectError("Redirect loop", url, self.user)
+            if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
+                # What a browser does: the answer to a POST is fetched.
+                method, data, json = "GET", None, None
+            params = None
+            space.learn(url)
+        if response.status_code not in ok:
+            raise self.status_error(response)
+        return response
+
+    def _remember_xsrf(self, response: requests.Response, space: URLSpace) -> None:
+        # The hub's and the lab's _xsrf cookies share a name but not a path,
+        # and are often set only on intermediate redirects; file each under
+        # the space of the URL that set it. Iterating avoids requests'
+        # CookieConflictError when both are in the jar.
+        for cookie in response.cookies:
+            if cookie.name == "_xsrf" and cookie.value:
+                name = space.name_of(response.url)
+                if name is not None:
+                    self.xsrf[name] = cookie.value
 
     def close(self) -> None:
         """Close pooled connections."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
@@ -14,6 +14,9 @@ from ._exceptions import NubladoProtocolError, NubladoWebError
 from ._http import HTTPSession
 
 __all__ = ["LabAPI"]
+
+
+_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 def _no_headers() -> Dict[str, str]:
@@ -32,6 +35,10 @@ class LabAPI:
     extra_headers
         Returns headers to add to each API request; the hub client uses it
         for the lab's XSRF token and ``Sec-Fetch-Mode``.
+    reauth
+        Called when the lab answers with a redirect, which means its login
+        expired (it sends the client back through OAuth); the request is
+        then sent once more. Without it a redirect is an error.
     """
 
     def __init__(
@@ -40,19 +47,37 @@ class LabAPI:
         base_url: str,
         *,
         extra_headers: Callable[[], Dict[str, str]] = _no_headers,
+        reauth: Optional[Callable[[], None]] = None,
     ) -> None:
         self.http = http
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self._extra_headers = extra_headers
+        self._reauth = reauth
+
+    def _call(
+        self, method: str, path: str, *, json: Any = None, ok: Collection[int] = (200, 201, 204)
+    ) -> requests.Response:
+        # Redirects are never followed: a lab POST or DELETE cannot survive
+        # one, and it would carry the token wherever it pointed.
+        statuses = (*ok, *_REDIRECTS) if self._reauth else ok
+        response = self.http.request(
+            method, self.url(path), json=json, headers=self._extra_headers(), ok=statuses
+        )
+        if response.status_code in _REDIRECTS and response.status_code not in ok:
+            response.close()
+            assert self._reauth is not None
+            self._reauth()
+            response = self.http.request(
+                method, self.url(path), json=json, headers=self._extra_headers(), ok=ok
+            )
+        return response
 
     def url(self, path: str) -> str:
         """Absolute URL of an API path relative to the base URL."""
         return self.base_url + path
 
     def _json(self, method: str, path: str, body: Any = None) -> Any:
-        response = self.http.request(
-            method, self.url(path), json=body, headers=self._extra_headers()
-        )
+        response = self._call(method, path, json=body)
         try:
             return response.json()
         except (ValueError, json.JSONDecodeError) as e:
@@ -106,12 +131,7 @@ class LabAPI:
         NubladoWebError
             The server failed.
         """
-        self.http.request(
-            "DELETE",
-            self.url(f"api/sessions/{quote(session_id, safe='')}"),
-            headers=self._extra_headers(),
-            ok=(200, 204, 404),
-        )
+        self._call("DELETE", f"api/sessions/{quote(session_id, safe='')}", ok=(200, 204, 404))
 
     def delete_kernel(self, kernel_id: str) -> None:
         """Shut a kernel down; gone is fine.
@@ -121,12 +141,7 @@ class LabAPI:
         NubladoWebError
             The server failed.
         """
-        self.http.request(
-            "DELETE",
-            self.url(f"api/kernels/{quote(kernel_id, safe='')}"),
-            headers=self._extra_headers(),
-            ok=(200, 204, 404),
-        )
+        self._call("DELETE", f"api/kernels/{quote(kernel_id, safe='')}", ok=(200, 204, 404))
 
     def list_sessions(self) -> List[Dict[str, Any]]:
         """All sessions on the server.
@@ -151,11 +166,7 @@ class LabAPI:
         NubladoWebError
             The server refused or failed.
         """
-        self.http.request(
-            "POST",
-            self.url(f"api/kernels/{quote(kernel_id, safe='')}/interrupt"),
-            headers=self._extra_headers(),
-        )
+        self._call("POST", f"api/kernels/{quote(kernel_id, safe='')}/interrupt")
 
     def channels_url(self, kernel_id: str, client_id: str) -> str:
         """WebSocket URL of a kernel's channels: ``ws`` for http, ``wss`` for https.

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "CodeContext",
     "ExecutionResult",
+    "SpawnProgressMessage",
 ]
 
 
@@ -127,3 +128,25 @@ class ExecutionResult:
         if self.ename is None:
             return None
         return f"{self.ename}: {self.evalue}"
+
+
+@dataclass(frozen=True)
+class SpawnProgressMessage:
+    """One event of a lab's spawn progress.
+
+    Parameters
+    ----------
+    progress
+        Percentage complete, 0 to 100.
+    message
+        What the spawner is doing.
+    ready
+        Whether the lab is ready (the last event of a successful spawn).
+    failed
+        Whether the spawn failed (the last event of a failed spawn).
+    """
+
+    progress: int
+    message: str
+    ready: bool
+    failed: bool = False

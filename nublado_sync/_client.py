@@ -1,0 +1,503 @@
+"""NubladoClient: the hub and lab flow of one user, step by step."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import time
+from types import TracebackType
+from typing import Any, Dict, Iterator, List, Optional, Type, Union
+
+import requests
+
+from ._deadline import Deadline
+from ._discovery import DiscoveryClient
+from ._exceptions import (
+    NubladoError,
+    NubladoProtocolError,
+    NubladoSpawnError,
+    NubladoTimeoutError,
+    NubladoUsageError,
+    NubladoWebError,
+)
+from ._http import HTTPSession, URLSpace
+from ._images import NubladoImage
+from ._lab_api import LabAPI
+from ._logging import Logger, default_logger
+from ._models import SpawnProgressMessage
+from ._session_manager import JupyterLabSessionManager
+from ._sse import SSEParser, parse_progress_event
+
+__all__ = ["NubladoClient"]
+
+_EVENT_STREAM = "text/event-stream"
+# How often wait_for_lab_stopped looks at the hub's record of the lab.
+_STOP_POLL = 0.5
+
+
+class NubladoClient:
+    """Client for one user's JupyterHub (Nublado) and JupyterLab.
+
+    Each client has its own cookie jar and connections, so clients for
+    several users can run side by side. Nothing touches the network until a
+    method is called. Use it as a context manager, or call `close`.
+
+    Parameters
+    ----------
+    username
+        User to act as.
+    token
+        Token for that user, sent as ``Authorization: Bearer`` on every
+        request. It never appears in a URL, a log line, an exception or a
+        ``repr``.
+    hub_url
+        Base URL of the hub, such as ``https://data.example.org/nb``. When
+        omitted, it comes from service discovery.
+    discovery_client
+        Service discovery to use when ``hub_url`` is omitted; one reading
+        ``REPERTOIRE_BASE_URL`` by default.
+    logger
+        Logger to use.
+    timeout
+        Timeout of each HTTP request (connect, and each read).
+    verify
+        TLS verification: `True` (the default), or the path of a CA bundle
+        for servers with a private certificate authority.
+
+    Raises
+    ------
+    NubladoUsageError
+        An argument is invalid.
+    """
+
+    def __init__(
+        self,
+        username: str,
+        token: str,
+        *,
+        hub_url: Optional[str] = None,
+        discovery_client: Optional[DiscoveryClient] = None,
+        logger: Optional[Logger] = None,
+        timeout: datetime.timedelta = datetime.timedelta(seconds=30),
+        verify: Union[bool, str] = True,
+    ) -> None:
+        if not username or not isinstance(username, str):
+            raise NubladoUsageError("A username is required")
+        if not token or not isinstance(token, str):
+            raise NubladoUsageError("A token is required", username)
+        if not isinstance(timeout, datetime.timedelta) or timeout.total_seconds() <= 0:
+            raise NubladoUsageError("timeout must be a positive datetime.timedelta", username)
+        if hub_url is not None and not hub_url.startswith(("http://", "https://")):
+            raise NubladoUsageError("hub_url must be an http(s) URL", username)
+        self.username = username
+        self._logger = (logger or default_logger()).bind(user=username)
+        self._hub_url = hub_url.rstrip("/") + "/" if hub_url else None
+        self._discovery = discovery_client or DiscoveryClient(
+            timeout=timeout.total_seconds(), verify=verify, logger=self._logger
+        )
+        self._http = HTTPSession(
+            token=token,
+            user=username,
+            timeout=timeout.total_seconds(),
+            verify=verify,
+            logger=self._logger,
+        )
+
+    def __repr__(self) -> str:
+        return f"NubladoClient(username={self.username!r}, hub_url={self._hub_url!r})"
+
+    def __enter__(self) -> NubladoClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the client's connections. Labs and sessions are not touched."""
+        self._http.close()
+
+    # URLs
+
+    @property
+    def hub_url(self) -> str:
+        """Base URL of the hub, ending in ``/``.
+
+        Raises
+        ------
+        NubladoDiscoveryError
+            It had to come from service discovery, which failed.
+        """
+        if self._hub_url is None:
+            self._hub_url = self._discovery.url_for_ui("nublado") + "/"
+        return self._hub_url
+
+    @property
+    def _space(self) -> URLSpace:
+        if self._http.space is None:
+            self._http.space = URLSpace(self.hub_url, self.username)
+        return self._http.space
+
+    def _hub(self, path: str) -> str:
+        return self._space.hub_url + path
+
+    @property
+    def _home(self) -> str:
+        return self._hub("hub/home")
+
+    @property
+    def lab_url(self) -> str:
+        """Base URL of the user's lab (``.../user/<name>/``).
+
+        With per-user subdomains the lab host is known only after
+        `auth_to_lab`.
+
+        Raises
+        ------
+        NubladoDiscoveryError
+            The hub URL had to come from service discovery, which failed.
+        """
+        return self._space.lab_url
+
+    # The hub
+
+    def auth_to_hub(self) -> None:
+        """Log in to the hub.
+
+        Throws away cookies, XSRF tokens and the learned lab host first, so
+        it also starts a fresh login.
+
+        Raises
+        ------
+        NubladoWebError
+            The hub refused the token or failed.
+        NubladoRedirectError
+            The login redirected outside the hub or looped.
+        NubladoDiscoveryError
+            The hub URL had to come from service discovery, which failed.
+        """
+        self._http.reset()
+        self._http.fetch("GET", self._home, navigate=True, ok=(200,))
+        if "hub" not in self._http.xsrf:
+            self._logger.debug("Hub login set no XSRF cookie")
+        self._logger.debug("Logged in to the hub")
+
+    def _user_model(self) -> Dict[str, Any]:
+        response = self._http.fetch(
+            "GET", self._hub(f"hub/api/users/{self.username}"), referer=self._home, ok=(200,)
+        )
+        try:
+            model = response.json()
+        except ValueError as e:
+            raise NubladoProtocolError("Hub user model is not JSON", self.username) from e
+        if not isinstance(model, dict):
+            raise NubladoProtocolError("Hub user model is not an object", self.username)
+        return model
+
+    def is_lab_stopped(self, *, log_running: bool = False) -> bool:
+        """Tell whether the user's lab is stopped (has no server at all).
+
+        Parameters
+        ----------
+        log_running
+            Log a warning with the server's record when it is running.
+
+        Returns
+        -------
+        bool
+            `True` when the hub lists no server for the user.
+
+        Raises
+        ------
+        NubladoWebError
+            The hub refused or failed.
+        NubladoProtocolError
+            The hub's answer is not a user record.
+        """
+        servers = self._user_model().get("servers") or {}
+        if servers and log_running:
+            self._logger.warning("Lab is still running", servers=servers)
+        return not servers
+
+    def spawn_lab(self, config: NubladoImage) -> None:
+        """Ask the hub to start the user's lab; does not wait for it.
+
+        Parameters
+        ----------
+        config
+            Which image and size to start.
+
+        Raises
+        ------
+        NubladoUsageError
+            ``config`` is not an image choice.
+        NubladoWebError
+            The hub refused or failed.
+        NubladoRedirectError
+            The hub redirected outside the URL space.
+        """
+        if not isinstance(config, NubladoImage):
+            raise NubladoUsageError("spawn_lab takes a NubladoImage", self.username)
+        spawn = self._hub("hub/spawn")
+        self._http.fetch("GET", spawn, navigate=True, ok=(200,))
+        form = config.to_spawn_form()
+        if "hub" in self._http.xsrf:
+            form["_xsrf"] = self._http.xsrf["hub"]
+        # Not followed: the answer points at the progress page, or straight
+        # at the lab when it started fast, and either means it was accepted.
+        response = self._http.fetch(
+            "POST", spawn, data=form, referer=spawn, follow=False, ok=(200, 302, 303)
+        )
+        response.close()
+        self._logger.info("Requested lab spawn", form=form | {"_xsrf": "<redacted>"})
+
+    def watch_spawn_progress(self) -> Iterator[SpawnProgressMessage]:
+        """Yield the spawn's progress events as the hub sends them.
+
+        The generator ends after the event that says the lab is ready or
+        that the spawn failed, or when the hub closes the stream.
+
+        Yields
+        ------
+        SpawnProgressMessage
+            Each progress event.
+
+        Raises
+        ------
+        NubladoWebError
+            The hub refused or failed, or the stream broke.
+        NubladoProtocolError
+            The answer is not an event stream, or an event is malformed.
+        """
+        yield from self._progress(Deadline(None))
+
+    def _progress(self, deadline: Deadline) -> Iterator[SpawnProgressMessage]:
+        url = self._hub(f"hub/api/users/{self.username}/server/progress")
+        response = self._http.fetch(
+            "GET",
+            url,
+            referer=self._home,
+            headers={"Accept": _EVENT_STREAM},
+            ok=(200,),
+            stream=True,
+            timeout=deadline.bound(self._http.timeout),
+        )
+        with response:
+            content_type = response.headers.get("Content-Type", "")
+            if not content_type.startswith(_EVENT_STREAM):
+                raise NubladoProtocolError(
+                    f"Spawn progress is {content_type or 'untyped'}, not an event stream",
+                    self.username,
+                )
+            parser = SSEParser()
+            for chunk in self._chunks(response, deadline):
+                for data in parser.feed(chunk):
+                    message = parse_progress_event(data)
+                    self._logger.debug(
+                        "Spawn progress", progress=message.progress, message=message.message
+                    )
+                    yield message
+                    if message.ready or message.failed:
+                        return
+
+    def _chunks(self, response: requests.Response, deadline: Deadline) -> Iterator[bytes]:
+        raw = response.raw
+        try:
+            while True:
+                if deadline.expired():
+                    raise NubladoTimeoutError("Timed out waiting for spawn progress", self.username)
+                _set_read_timeout(response, deadline.bound(self._http.timeout))
+                chunk = raw.read1(65536) if hasattr(raw, "read1") else raw.read(1)
+                if not chunk:
+                    return
+                yield chunk
+        except NubladoError:
+            raise
+        except Exception as e:
+            if deadline.expired():
+                raise NubladoTimeoutError(
+                    "Timed out waiting for spawn progress", self.username
+                ) from None
+            raise NubladoWebError(
+                f"Spawn progress stream failed: {type(e).__name__}: {self._http.redact(str(e))}",
+                self.username,
+                method="GET",
+                url=response.url,
+            ) from None
+
+    def wait_for_spawn(self, timeout: Optional[datetime.timedelta] = None) -> None:
+        """Wait until the lab is ready.
+
+        Parameters
+        ----------
+        timeout
+            How long to wait; `None` waits as long as the hub keeps the
+            progress stream open.
+
+        Raises
+        ------
+        NubladoSpawnError
+            The spawn failed, the stream ended without the lab being ready,
+            or the timeout passed; ``log`` has every progress message.
+        NubladoWebError
+            The hub refused or failed.
+        NubladoProtocolError
+            The progress stream is malformed.
+        """
+        deadline = Deadline(timeout)
+        started_at = datetime.datetime.now(tz=datetime.timezone.utc)
+        log: List[str] = []
+        last: Optional[SpawnProgressMessage] = None
+        try:
+            for message in self._progress(deadline):
+                last = message
+                log.append(message.message)
+                if message.ready:
+                    return
+        except NubladoTimeoutError:
+            assert timeout is not None
+            raise NubladoSpawnError(
+                f"Lab did not start within {timeout.total_seconds():.0f}s"
+                + (f"; last message: {last.message}" if last else ""),
+                log,
+                self.username,
+                started_at=started_at,
+            ) from None
+        raise NubladoSpawnError(
+            last.message if last else "", log, self.username, started_at=started_at
+        )
+
+    def stop_lab(self) -> None:
+        """Ask the hub to stop the user's lab; does not wait.
+
+        Logs and returns when it is already stopped.
+
+        Raises
+        ------
+        NubladoWebError
+            The hub refused or failed.
+        """
+        if self.is_lab_stopped():
+            self._logger.info("Lab is already stopped")
+            return
+        self._http.fetch(
+            "DELETE",
+            self._hub(f"hub/api/users/{self.username}/server"),
+            referer=self._home,
+            ok=(202, 204),
+        )
+        self._logger.info("Requested lab stop")
+
+    def wait_for_lab_stopped(self, timeout: datetime.timedelta) -> None:
+        """Wait until the hub lists no lab for the user.
+
+        Parameters
+        ----------
+        timeout
+            How long to wait.
+
+        Raises
+        ------
+        NubladoTimeoutError
+            The lab was still there when the timeout passed.
+        NubladoWebError
+            The hub refused or failed.
+        """
+        deadline = Deadline(timeout)
+        while not self.is_lab_stopped():
+            if deadline.expired():
+                raise NubladoTimeoutError(
+                    f"Lab still running after {timeout.total_seconds():.0f}s", self.username
+                )
+            # Polling the hub's record is the only way to learn of the stop.
+            time.sleep(deadline.bound(_STOP_POLL))
+
+    # The lab
+
+    def auth_to_lab(self) -> None:
+        """Log in to the user's lab (the OAuth round trip through the hub).
+
+        Call it again to refresh an expired lab login before long work.
+
+        Raises
+        ------
+        NubladoWebError
+            The lab is not running, or the hub or lab refused or failed.
+        NubladoRedirectError
+            The login redirected outside the URL space or looped.
+        """
+        self._http.fetch("GET", self._hub(f"user/{self.username}/lab"), navigate=True, ok=(200,))
+        if "lab" not in self._http.xsrf:
+            self._logger.debug("Lab login set no XSRF cookie")
+        self._logger.debug("Logged in to the lab", lab_url=self.lab_url)
+
+    def _lab_headers(self) -> Dict[str, str]:
+        headers = {"Sec-Fetch-Mode": "same-origin"}
+        if "lab" in self._http.xsrf:
+            headers["X-XSRFToken"] = self._http.xsrf["lab"]
+        return headers
+
+    def lab_session(
+        self,
+        notebook_name: Optional[str] = None,
+        *,
+        kernel_name: str = "lsst",
+        max_websocket_size: Optional[int] = None,
+        websocket_open_timeout: datetime.timedelta = datetime.timedelta(seconds=60),
+        **session_options: Any,
+    ) -> JupyterLabSessionManager:
+        """Return a context manager for a kernel session in the user's lab.
+
+        Log in to the lab with `auth_to_lab` first. The session is created
+        on entry and always deleted on exit.
+
+        Parameters
+        ----------
+        notebook_name
+            Name recorded with the session.
+        kernel_name
+            Kernel to start.
+        max_websocket_size
+            Largest message accepted from the kernel, in bytes.
+        websocket_open_timeout
+            Time allowed to open the WebSocket and for the kernel to answer.
+        **session_options
+            Passed to `JupyterLabSession` (``keepalive_interval``,
+            ``heartbeat_interval``, ``heartbeat_timeout``).
+
+        Returns
+        -------
+        JupyterLabSessionManager
+            Context manager yielding the `JupyterLabSession`.
+        """
+        api = LabAPI(
+            self._http, self.lab_url, extra_headers=self._lab_headers, reauth=self.auth_to_lab
+        )
+        return JupyterLabSessionManager(
+            username=self.username,
+            api=api,
+            kernel_name=kernel_name,
+            notebook_name=notebook_name,
+            max_websocket_size=max_websocket_size,
+            websocket_open_timeout=websocket_open_timeout,
+            logger=self._logger,
+            **session_options,
+        )
+
+
+def _set_read_timeout(response: requests.Response, seconds: float) -> None:
+    # requests fixes the read timeout when the request is sent; to hold a
+    # deadline across a long stream, shorten it on the socket before each
+    # read. The attributes are urllib3's; without them the request's own
+    # timeout still bounds each read.
+    connection = getattr(response.raw, "_connection", None) or getattr(
+        response.raw, "connection", None
+    )
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(max(seconds, 0.001))
