@@ -6,6 +6,8 @@ without ``async`` and ``await``.
 
 from __future__ import annotations
 
+from ._client import NubladoClient
+from ._discovery import DiscoveryClient
 from ._exceptions import (
     NubladoDiscoveryError,
     NubladoError,
@@ -22,8 +24,6 @@ from ._exceptions import (
     NubladoWebError,
     NubladoWebSocketError,
 )
-from ._client import NubladoClient
-from ._discovery import DiscoveryClient
 from ._images import (
     NubladoImage,
     NubladoImageByClass,

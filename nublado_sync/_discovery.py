@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import threading
@@ -15,15 +16,12 @@ from ._logging import Logger, default_logger
 
 __all__ = ["DiscoveryClient"]
 
-# Discovery data changes rarely; the async client keeps it this long too.
-_CACHE_SECONDS = 300.0
-
 
 class DiscoveryClient:
     """Reads the hub URL from a Repertoire discovery service.
 
     The discovery document is fetched unauthenticated from
-    ``{base_url}/discovery`` and cached for five minutes. When a refresh
+    ``{base_url}/discovery`` and cached (for five minutes by default). When a refresh
     fails, the last good answer is served (with a warning) rather than
     failing a job over a discovery hiccup.
 
@@ -34,6 +32,8 @@ class DiscoveryClient:
         environment when omitted.
     timeout
         Seconds allowed for the request.
+    cache_time
+        How long an answer is used before it is fetched again.
     verify
         TLS verification: `True`, or the path of a CA bundle.
     logger
@@ -45,11 +45,13 @@ class DiscoveryClient:
         base_url: Optional[str] = None,
         *,
         timeout: float = 30.0,
+        cache_time: datetime.timedelta = datetime.timedelta(minutes=5),
         verify: Union[bool, str] = True,
         logger: Optional[Logger] = None,
     ) -> None:
         self._base_url = base_url
         self._timeout = timeout
+        self._cache_seconds = cache_time.total_seconds()
         self._verify = verify
         self._logger = logger or default_logger()
         self._lock = threading.Lock()
@@ -92,7 +94,7 @@ class DiscoveryClient:
     def _document(self) -> Any:
         with self._lock:
             now = time.monotonic()
-            if self._cached is not None and now - self._fetched_at < _CACHE_SECONDS:
+            if self._cached is not None and now - self._fetched_at < self._cache_seconds:
                 return self._cached
             try:
                 self._cached = self._fetch()
