@@ -22,7 +22,7 @@ from nublado_sync import (
 )
 from nublado_sync._messages import execute_request
 
-from ..conftest import lab, seconds
+from .conftest import lab, seconds
 from ..jupyter_servers import JupyterServer
 from ..tcp_proxy import running_proxy
 

@@ -10,7 +10,7 @@ import pytest
 
 from nublado_sync import JupyterLabSessionManager, open_lab_session
 
-from .jupyter_servers import JupyterServer, running_jupyter_server
+from ..jupyter_servers import JupyterServer, running_jupyter_server
 
 # Short keepalive and ping settings let the idle test run in seconds.
 PING_INTERVAL = 1.0
