@@ -6,7 +6,7 @@ import contextlib
 import datetime
 import time
 from types import TracebackType
-from typing import Any, Dict, Iterator, List, Optional, Type, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Type, Union
 
 import requests
 
@@ -16,6 +16,7 @@ from ._exceptions import (
     NubladoError,
     NubladoProtocolError,
     NubladoSpawnError,
+    NubladoSpawnTimeoutError,
     NubladoTimeoutError,
     NubladoUsageError,
     NubladoWebError,
@@ -329,7 +330,12 @@ class NubladoClient:
                 url=response.url,
             ) from None
 
-    def wait_for_spawn(self, timeout: Optional[datetime.timedelta] = None) -> None:
+    def wait_for_spawn(
+        self,
+        timeout: Optional[datetime.timedelta] = None,
+        *,
+        on_progress: Optional[Callable[[SpawnProgressMessage], None]] = None,
+    ) -> None:
         """Wait until the lab is ready.
 
         Parameters
@@ -337,12 +343,17 @@ class NubladoClient:
         timeout
             How long to wait; `None` waits as long as the hub keeps the
             progress stream open.
+        on_progress
+            Called with each progress event as it arrives.
 
         Raises
         ------
+        NubladoSpawnTimeoutError
+            The timeout passed (a `NubladoSpawnError` and a
+            `NubladoTimeoutError`); ``log`` has every progress message.
         NubladoSpawnError
-            The spawn failed, the stream ended without the lab being ready,
-            or the timeout passed; ``log`` has every progress message.
+            The spawn failed or the stream ended without the lab being
+            ready; ``log`` has every progress message.
         NubladoWebError
             The hub refused or failed.
         NubladoProtocolError
@@ -356,11 +367,13 @@ class NubladoClient:
             for message in self._progress(deadline):
                 last = message
                 log.append(message.message)
+                if on_progress is not None:
+                    on_progress(message)
                 if message.ready:
                     return
         except NubladoTimeoutError:
             assert timeout is not None
-            raise NubladoSpawnError(
+            raise NubladoSpawnTimeoutError(
                 f"Lab did not start within {timeout.total_seconds():.0f}s"
                 + (f"; last message: {last.message}" if last else ""),
                 log,

@@ -24,6 +24,7 @@ __all__ = [
     "NubladoRedirectError",
     "NubladoSessionClosedError",
     "NubladoSpawnError",
+    "NubladoSpawnTimeoutError",
     "NubladoTimeoutError",
     "NubladoUsageError",
     "NubladoWebError",
@@ -157,6 +158,9 @@ class NubladoExecutionError(NubladoError):
         When execution began.
     result
         Everything the execution produced before the failure.
+    notebook
+        When running a notebook, the notebook executed up to and including
+        the failed cell, as ``.ipynb`` text.
 
     Attributes
     ----------
@@ -168,6 +172,8 @@ class NubladoExecutionError(NubladoError):
         Why it failed, as above.
     result : ExecutionResult or None
         Everything the execution produced, including partial output.
+    notebook : str or None
+        The partly executed notebook, when running one.
     """
 
     def __init__(
@@ -181,6 +187,7 @@ class NubladoExecutionError(NubladoError):
         status: Optional[str] = None,
         started_at: Optional[datetime.datetime] = None,
         result: Optional[ExecutionResult] = None,
+        notebook: Optional[str] = None,
     ) -> None:
         super().__init__(
             "Code execution failed",
@@ -193,6 +200,7 @@ class NubladoExecutionError(NubladoError):
         self.error = error
         self.status = status
         self.result = result
+        self.notebook = notebook
 
     def __str__(self) -> str:
         msg = _code_failure_intro(self.user, self.code, self.context, "failed")
@@ -249,6 +257,9 @@ class NubladoExecutionTimeoutError(NubladoTimeoutError):
         When execution began.
     result
         What the code produced before the deadline.
+    notebook
+        When running a notebook, the notebook executed up to and including
+        the cell that timed out, as ``.ipynb`` text.
 
     Attributes
     ----------
@@ -258,6 +269,8 @@ class NubladoExecutionTimeoutError(NubladoTimeoutError):
         The deadline that passed.
     result : ExecutionResult or None
         Partial result: output seen before the deadline.
+    notebook : str or None
+        The partly executed notebook, when running one.
     """
 
     def __init__(
@@ -270,6 +283,7 @@ class NubladoExecutionTimeoutError(NubladoTimeoutError):
         failed_at: Optional[datetime.datetime] = None,
         started_at: Optional[datetime.datetime] = None,
         result: Optional[ExecutionResult] = None,
+        notebook: Optional[str] = None,
     ) -> None:
         seconds = timeout.total_seconds()
         super().__init__(
@@ -282,6 +296,7 @@ class NubladoExecutionTimeoutError(NubladoTimeoutError):
         self.code = code
         self.timeout = timeout
         self.result = result
+        self.notebook = notebook
 
     @property
     def output(self) -> str:
@@ -381,6 +396,14 @@ class NubladoSpawnError(NubladoError):
             started_at=started_at,
         )
         self.log = list(log)
+
+
+class NubladoSpawnTimeoutError(NubladoSpawnError, NubladoTimeoutError):
+    """The lab was not ready before the caller's deadline.
+
+    Both a `NubladoSpawnError` (with the progress ``log``) and a
+    `NubladoTimeoutError`. The spawn itself may still succeed later.
+    """
 
 
 class NubladoWebError(NubladoError):

@@ -6,7 +6,7 @@ import datetime
 import threading
 import time
 import uuid
-from typing import NoReturn, Optional
+from typing import Any, Mapping, NoReturn, Optional, Union
 
 import websocket
 
@@ -26,6 +26,7 @@ from ._execution import ExecutionCollector, OutputCallback
 from ._logging import Logger, default_logger
 from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
+from ._notebook import execute_notebook
 from ._transport import KernelSocket
 
 __all__ = ["JupyterLabSession"]
@@ -281,6 +282,52 @@ class JupyterLabSession:
                 return self._execute(code, context, deadline, on_output, raise_on_error)
         finally:
             self._in_use.release()
+
+    def execute_notebook(
+        self,
+        content: Union[str, bytes, Mapping[str, Any]],
+        *,
+        name: Optional[str] = None,
+        cell_timeout: Optional[datetime.timedelta] = None,
+        on_output: Optional[OutputCallback] = None,
+    ) -> str:
+        """Run a notebook's code cells in order and return it executed.
+
+        Works on any Jupyter server (no server extension needed). The cells
+        run in this session's kernel, each under its own deadline, and their
+        outputs are written into the notebook in nbformat 4 shape.
+
+        Parameters
+        ----------
+        content
+            Notebook as ``.ipynb`` text or parsed JSON; not modified.
+        name
+            Notebook name for error reports.
+        cell_timeout
+            Deadline of each cell; `None` for none.
+        on_output
+            Called with each output as it arrives.
+
+        Returns
+        -------
+        str
+            The executed notebook as ``.ipynb`` JSON text.
+
+        Raises
+        ------
+        NubladoUsageError
+            The content is not an nbformat 4 notebook.
+        NubladoExecutionError
+            A cell failed: the exception names the cell (its context) and
+            carries the notebook executed so far (``notebook``).
+        NubladoExecutionTimeoutError
+            A cell ran past ``cell_timeout``; the session is closed.
+        NubladoWebSocketError
+            The connection failed.
+        """
+        return execute_notebook(
+            self, content, name=name, cell_timeout=cell_timeout, on_output=on_output
+        )
 
     def interrupt(self) -> None:
         """Interrupt whatever the kernel is running.

@@ -1,0 +1,457 @@
+"""The ``nublado-sync`` command: run code in a Nublado lab from cron or a shell.
+
+Exit statuses (also in the docs):
+
+===  ==========================================================
+0    success
+1    the code failed (an exception in a cell, or the kernel died)
+2    usage error (bad arguments, missing token or user)
+3    timeout (code, spawn, or stop)
+4    the lab did not spawn
+5    authentication, HTTP or WebSocket failure
+130  interrupted (Ctrl-C); the kernel was interrupted and the session deleted
+===  ==========================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import logging
+import os
+import sys
+from enum import IntEnum
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO
+
+import structlog
+
+from . import __version__
+from ._client import NubladoClient
+from ._exceptions import (
+    NubladoError,
+    NubladoExecutionError,
+    NubladoExecutionTimeoutError,
+    NubladoSpawnError,
+    NubladoTimeoutError,
+    NubladoUsageError,
+)
+from ._images import (
+    NubladoImage,
+    NubladoImageByClass,
+    NubladoImageByReference,
+    NubladoImageByTag,
+    NubladoImageClass,
+    NubladoImageSize,
+)
+from ._local import local_jupyter_server
+from ._logging import Logger
+from ._models import ExecutionResult, SpawnProgressMessage
+from ._redact import strip_ansi
+from ._session import JupyterLabSession
+from ._session_manager import JupyterLabSessionManager, open_lab_session
+
+__all__ = ["ExitCode", "main"]
+
+
+class ExitCode(IntEnum):
+    """Exit statuses of ``nublado-sync``."""
+
+    OK = 0
+    CODE_ERROR = 1
+    USAGE = 2
+    TIMEOUT = 3
+    SPAWN_FAILED = 4
+    WEB_ERROR = 5
+    INTERRUPTED = 130
+
+
+ENV_HUB_URL = "NUBLADO_HUB_URL"
+ENV_USER = "NUBLADO_USER"
+ENV_TOKEN = "NUBLADO_TOKEN"  # noqa: S105 - the variable's name, not a token
+ENV_TOKEN_FILE = "NUBLADO_TOKEN_FILE"  # noqa: S105
+
+
+class _UsageError(Exception):
+    """Bad command-line input: reported with exit status 2."""
+
+
+def _seconds(text: str) -> datetime.timedelta:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return datetime.timedelta(seconds=value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nublado-sync",
+        description="Run Python code and notebooks in a Nublado (JupyterHub) lab.",
+        epilog=(
+            f"Connection settings come from options or the environment: {ENV_HUB_URL} (or"
+            f" REPERTOIRE_BASE_URL for service discovery), {ENV_USER}, and the token from"
+            f" {ENV_TOKEN} or the file named by {ENV_TOKEN_FILE} or --token-file. The token"
+            " is never taken from the command line, which other users can read."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def connection(sub: argparse.ArgumentParser) -> None:
+        group = sub.add_argument_group("connection")
+        group.add_argument("--hub-url", help=f"hub base URL (default: ${ENV_HUB_URL})")
+        group.add_argument("--user", help=f"username (default: ${ENV_USER})")
+        group.add_argument("--token-file", type=Path, help="file holding the token")
+        group.add_argument("--ca-bundle", help="CA bundle to verify the hub's TLS certificate")
+        group.add_argument(
+            "--http-timeout", type=_seconds, default=_seconds("30"), help="per request (30)"
+        )
+
+    def image(sub: argparse.ArgumentParser) -> None:
+        group = sub.add_argument_group("lab image (when a lab has to be spawned)")
+        choice = group.add_mutually_exclusive_group()
+        choice.add_argument(
+            "--image-class",
+            choices=[c.value for c in NubladoImageClass],
+            help="image class (default: recommended)",
+        )
+        choice.add_argument("--image-tag", help="image tag")
+        choice.add_argument("--image-reference", help="full image reference")
+        group.add_argument("--size", choices=[s.value for s in NubladoImageSize], default="Large")
+        group.add_argument("--debug-image", action="store_true", help="enable lab debugging")
+        group.add_argument(
+            "--spawn-timeout", type=_seconds, default=_seconds("600"), help="seconds (600)"
+        )
+
+    run = commands.add_parser("run", help="run code, a file or a notebook")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("-c", dest="code", help="code to run")
+    source.add_argument("file", nargs="?", help="Python file or .ipynb notebook; - for stdin")
+    run.add_argument(
+        "--local",
+        action="store_true",
+        help="run in a private Jupyter server on this machine (needs nublado_sync[local])",
+    )
+    run.add_argument("--kernel", help="kernel name (default: lsst; local: the server's)")
+    run.add_argument("--timeout", type=_seconds, help="deadline of the code, or of each cell")
+    run.add_argument("--stop", action="store_true", help="stop the lab afterwards")
+    run.add_argument("--save-notebook", type=Path, help="write the executed notebook here")
+    run.add_argument("--json", action="store_true", help="print one JSON result")
+    connection(run)
+    image(run)
+
+    spawn = commands.add_parser("spawn", help="start the lab if it is not running")
+    spawn.add_argument("--no-wait", action="store_true", help="do not wait until it is ready")
+    connection(spawn)
+    image(spawn)
+
+    stop = commands.add_parser("stop", help="stop the lab")
+    stop.add_argument("--wait", action="store_true", help="wait until it is gone")
+    stop.add_argument("--timeout", type=_seconds, default=_seconds("300"), help="seconds (300)")
+    connection(stop)
+
+    status = commands.add_parser("status", help="tell whether the lab is running")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    connection(status)
+    return parser
+
+
+def _logger(args: argparse.Namespace) -> Logger:
+    level = logging.INFO
+    if args.quiet:
+        level = logging.ERROR
+    elif args.verbose:
+        level = logging.DEBUG
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if args.log_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    logger: Logger = structlog.wrap_logger(
+        structlog.PrintLogger(sys.stderr),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    return logger
+
+
+def _token(args: argparse.Namespace) -> str:
+    path = args.token_file or os.environ.get(ENV_TOKEN_FILE)
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as e:
+            raise _UsageError(f"cannot read the token file: {e.strerror}") from None
+    else:
+        token = os.environ.get(ENV_TOKEN, "").strip()
+    if not token:
+        raise _UsageError(f"no token: set {ENV_TOKEN}, {ENV_TOKEN_FILE} or --token-file")
+    return token
+
+
+def _client(args: argparse.Namespace, logger: Logger) -> NubladoClient:
+    user = args.user or os.environ.get(ENV_USER)
+    if not user:
+        raise _UsageError(f"no user: set {ENV_USER} or --user")
+    return NubladoClient(
+        user,
+        _token(args),
+        hub_url=args.hub_url or os.environ.get(ENV_HUB_URL) or None,
+        logger=logger,
+        timeout=args.http_timeout,
+        verify=args.ca_bundle or True,
+    )
+
+
+def _image(args: argparse.Namespace) -> NubladoImage:
+    size = NubladoImageSize(args.size)
+    if args.image_tag:
+        return NubladoImageByTag(args.image_tag, size, args.debug_image)
+    if args.image_reference:
+        return NubladoImageByReference(args.image_reference, size, args.debug_image)
+    image_class = NubladoImageClass(args.image_class or "recommended")
+    return NubladoImageByClass(image_class, size, args.debug_image)
+
+
+class _ProgressDisplay:
+    """Spawn progress: a bar on a terminal, log lines otherwise (cron)."""
+
+    def __init__(self, logger: Logger, stream: TextIO) -> None:
+        self._logger = logger
+        self._stream = stream
+        self._bar = stream.isatty()
+
+    def __call__(self, message: SpawnProgressMessage) -> None:
+        if self._bar:
+            filled = max(0, min(message.progress, 100)) * 30 // 100
+            bar = "#" * filled + "-" * (30 - filled)
+            text = message.message[:60]
+            self._stream.write(f"\r[{bar}] {message.progress:3d}% {text:<60}")
+            if message.ready or message.failed:
+                self._stream.write("\n")
+            self._stream.flush()
+        else:
+            self._logger.info("Spawn progress", progress=message.progress, message=message.message)
+
+
+def _ensure_lab(client: NubladoClient, args: argparse.Namespace, logger: Logger) -> None:
+    client.auth_to_hub()
+    if client.is_lab_stopped():
+        logger.info("Spawning lab", image=_image(args).to_spawn_form())
+        client.spawn_lab(_image(args))
+        client.wait_for_spawn(args.spawn_timeout, on_progress=_ProgressDisplay(logger, sys.stderr))
+    client.auth_to_lab()
+
+
+def _read_source(args: argparse.Namespace) -> tuple[str, Optional[str]]:
+    """Return the code or notebook text and the notebook name (None for code)."""
+    if args.code is not None:
+        return args.code, None
+    if args.file == "-":
+        return sys.stdin.read(), None
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _UsageError(f"cannot read {args.file}: {e}") from None
+    return text, (Path(args.file).name if args.file.endswith(".ipynb") else None)
+
+
+class _Runner:
+    """Runs the code or notebook in a session and reports it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.report: Dict[str, Any] = {}
+
+    def _echo(self, output: Dict[str, Any]) -> None:
+        if output["output_type"] == "stream":
+            stream = sys.stderr if output["name"] == "stderr" else sys.stdout
+            stream.write(output["text"])
+            stream.flush()
+        elif output["output_type"] in ("execute_result", "display_data"):
+            text = output.get("data", {}).get("text/plain")
+            if text is not None:
+                sys.stdout.write(f"{text}\n")
+                sys.stdout.flush()
+
+    def run(self, session: JupyterLabSession, text: str, notebook: Optional[str]) -> None:
+        on_output = None if self.args.json else self._echo
+        if notebook is None:
+            result = session.execute(text, timeout=self.args.timeout, on_output=on_output)
+            self.report.update(_result_json(result))
+            return
+        try:
+            executed = session.execute_notebook(
+                text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
+            )
+        except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
+            self._save(e.notebook)
+            raise
+        self._save(executed)
+
+    def _save(self, executed: Optional[str]) -> None:
+        if executed is not None and self.args.save_notebook:
+            self.args.save_notebook.write_text(executed, encoding="utf-8")
+            self.report["notebook"] = str(self.args.save_notebook)
+
+
+def _result_json(result: ExecutionResult) -> Dict[str, Any]:
+    value = result.result
+    return {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "result": value.get("text/plain") if value else None,
+        "displays": [d.get("text/plain") for d in result.displays],
+        "output_lost": result.output_lost,
+        "duration_seconds": result.duration.total_seconds() if result.duration else None,
+    }
+
+
+def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> None:
+    text, notebook = _read_source(args)
+    if args.local:
+        with local_jupyter_server(kernel_name=args.kernel, logger=logger) as server:
+            manager = open_lab_session(
+                server.url, server.token, username="local", kernel_name=args.kernel, logger=logger
+            )
+            _run_in(manager, runner, text, notebook)
+        return
+    with _client(args, logger) as client:
+        _ensure_lab(client, args, logger)
+        manager = client.lab_session(notebook, kernel_name=args.kernel or "lsst")
+        try:
+            _run_in(manager, runner, text, notebook)
+        finally:
+            if args.stop:
+                client.stop_lab()
+
+
+def _run_in(
+    manager: JupyterLabSessionManager, runner: _Runner, text: str, notebook: Optional[str]
+) -> None:
+    with manager as session:
+        runner.run(session, text, notebook)
+
+
+def _command_spawn(args: argparse.Namespace, logger: Logger) -> None:
+    with _client(args, logger) as client:
+        client.auth_to_hub()
+        if not client.is_lab_stopped():
+            logger.info("Lab is already running")
+            return
+        client.spawn_lab(_image(args))
+        if not args.no_wait:
+            client.wait_for_spawn(
+                args.spawn_timeout, on_progress=_ProgressDisplay(logger, sys.stderr)
+            )
+            logger.info("Lab is ready")
+
+
+def _command_stop(args: argparse.Namespace, logger: Logger) -> None:
+    with _client(args, logger) as client:
+        client.auth_to_hub()
+        client.stop_lab()
+        if args.wait:
+            client.wait_for_lab_stopped(args.timeout)
+            logger.info("Lab is stopped")
+
+
+def _command_status(args: argparse.Namespace, logger: Logger) -> None:
+    with _client(args, logger) as client:
+        client.auth_to_hub()
+        stopped = client.is_lab_stopped()
+    if args.json:
+        print(json.dumps({"user": client.username, "running": not stopped}))
+    else:
+        print("stopped" if stopped else "running")
+
+
+def _exit_code(exc: BaseException) -> ExitCode:
+    if isinstance(exc, (NubladoExecutionTimeoutError, NubladoTimeoutError)):
+        return ExitCode.TIMEOUT
+    if isinstance(exc, NubladoExecutionError):
+        return ExitCode.CODE_ERROR
+    if isinstance(exc, NubladoSpawnError):
+        return ExitCode.SPAWN_FAILED
+    if isinstance(exc, (NubladoUsageError, _UsageError)):
+        return ExitCode.USAGE
+    return ExitCode.WEB_ERROR
+
+
+def _describe(exc: BaseException, tty: bool) -> str:
+    text = str(exc)
+    return text if tty else strip_ansi(text)
+
+
+@contextlib.contextmanager
+def _reported(
+    args: argparse.Namespace, logger: Logger, report: Dict[str, Any]
+) -> Iterator[List[ExitCode]]:
+    status = [ExitCode.OK]
+    try:
+        yield status
+    except KeyboardInterrupt:
+        status[0] = ExitCode.INTERRUPTED
+        report["error"] = {"type": "KeyboardInterrupt", "message": "interrupted"}
+        logger.warning("Interrupted; the session was deleted")
+    except (NubladoError, _UsageError) as e:
+        status[0] = _exit_code(e)
+        report["error"] = {"type": type(e).__name__, "message": strip_ansi(str(e))}
+        result = getattr(e, "result", None)
+        if isinstance(result, ExecutionResult):
+            report.update(_result_json(result))
+            if result.ename:
+                report["error"].update(
+                    ename=result.ename,
+                    evalue=result.evalue,
+                    traceback=[strip_ansi(t) for t in result.traceback],
+                )
+        if not getattr(args, "json", False):
+            sys.stderr.write(_describe(e, sys.stderr.isatty()) + "\n")
+    report["exit_code"] = int(status[0])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``nublado-sync`` command.
+
+    Parameters
+    ----------
+    argv
+        Arguments, without the program name; `sys.argv` when omitted.
+
+    Returns
+    -------
+    int
+        The exit status (see the module documentation).
+    """
+    args = _parser().parse_args(argv)
+    logger = _logger(args)
+    report: Dict[str, Any] = {}
+    with _reported(args, logger, report) as status:
+        if args.command == "run":
+            runner = _Runner(args)
+            runner.report = report
+            _command_run(args, logger, runner)
+        elif args.command == "spawn":
+            _command_spawn(args, logger)
+        elif args.command == "stop":
+            _command_stop(args, logger)
+        else:
+            _command_status(args, logger)
+    if getattr(args, "json", False) and args.command == "run":
+        report["ok"] = status[0] == ExitCode.OK
+        print(json.dumps(report))
+    return int(status[0])
