@@ -105,23 +105,30 @@ class LabAPI:
         kernel: Dict[str, str] = {"name": kernel_name} if kernel_name else {}
         # A console session with a unique path is the one type every server
         # (jupyter-server-documents included) can also delete again.
-        body = {
-            "kernel": kernel,
-            "name": notebook_name or "",
-            "path": uuid.uuid4().hex,
-            "type": "console",
-        }
+        path = uuid.uuid4().hex
+        body = {"kernel": kernel, "name": notebook_name or "", "path": path, "type": "console"}
         answer = self._json("POST", "api/sessions", body)
         try:
             session_id = answer["id"]
             kernel_id = answer["kernel"]["id"]
+            if not isinstance(session_id, str) or not isinstance(kernel_id, str):
+                raise TypeError("ids are not strings")
         except (KeyError, TypeError) as e:
+            self._delete_by_path(path)
             raise NubladoProtocolError(
                 "Session creation answer lacks the session or kernel id", self.http.user
             ) from e
-        if not isinstance(session_id, str) or not isinstance(kernel_id, str):
-            raise NubladoProtocolError("Session or kernel id is not a string", self.http.user)
         return session_id, kernel_id
+
+    def _delete_by_path(self, path: str) -> None:
+        # The server may have created the session even though its answer is
+        # unusable; our unique path finds it again.
+        try:
+            for session in self.list_sessions():
+                if isinstance(session, dict) and session.get("path") == path:
+                    self.delete_session(str(session.get("id")))
+        except (NubladoWebError, NubladoProtocolError):
+            pass
 
     def delete_session(self, session_id: str) -> None:
         """Delete a session, which also shuts its kernel down; gone is fine.

@@ -45,7 +45,8 @@ class CodeContext:
 class ExecutionResult:
     """Everything one code execution produced.
 
-    `~nublado_sync.JupyterLabSession.execute` returns it; `run_python` returns
+    `~nublado_sync.JupyterLabSession.execute` returns it;
+    `~nublado_sync.JupyterLabSession.run_python` returns
     only its ``stdout``. On a timeout the partial result seen so far is
     attached to the exception.
 

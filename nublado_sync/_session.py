@@ -142,7 +142,7 @@ class JupyterLabSession:
 
     @property
     def protocol(self) -> str:
-        """Wire encoding in use: ``v1`` or ``legacy``."""
+        """The wire encoding in use, ``v1`` or ``legacy``."""
         return "v1" if self._socket.is_v1 else "legacy"
 
     # Public calls
@@ -271,12 +271,7 @@ class JupyterLabSession:
             raise NubladoUsageError("context must be a CodeContext", self.username)
         deadline = Deadline(timeout if _seconds(timeout, "timeout") else None)
         self._check_open()
-        if not self._in_use.acquire(blocking=False):
-            raise NubladoUsageError(
-                "The session is already running code in another thread;"
-                " a session serves one thread at a time",
-                self.username,
-            )
+        self._claim()
         try:
             with self._socket.io_lock:
                 return self._execute(code, context, deadline, on_output, raise_on_error)
@@ -334,7 +329,9 @@ class JupyterLabSession:
 
         Sends an ``interrupt_request`` on the control channel without
         waiting for its reply. The interrupted request then ends with a
-        ``KeyboardInterrupt`` error.
+        ``KeyboardInterrupt`` error. Unlike the other methods it may be
+        called from another thread, or from an ``on_output`` callback, while
+        a call is running.
 
         Raises
         ------
@@ -344,8 +341,7 @@ class JupyterLabSession:
             Sending failed.
         """
         self._check_open()
-        with self._socket.io_lock:
-            self._send_interrupt()
+        self._send_interrupt()
 
     def wait_until_ready(self, timeout: datetime.timedelta) -> None:
         """Wait until the kernel answers requests.
@@ -368,15 +364,20 @@ class JupyterLabSession:
             The connection was closed or broke; the session is closed.
         NubladoSessionClosedError
             The session is closed.
+        NubladoUsageError
+            Another thread is using the session.
         """
         deadline = Deadline(timeout if _seconds(timeout, "timeout") else None)
         self._check_open()
-        with self._in_use, self._socket.io_lock:
-            try:
+        self._claim()
+        try:
+            with self._socket.io_lock:
                 self._await_ready(deadline)
-            except NubladoError as e:
-                self._abandon(f"readiness check failed: {type(e).__name__}")
-                raise
+        except NubladoError as e:
+            self._abandon(f"readiness check failed: {type(e).__name__}")
+            raise
+        finally:
+            self._in_use.release()
 
     def close(self) -> None:
         """Close the WebSocket. Safe to call more than once; never raises.
@@ -387,6 +388,16 @@ class JupyterLabSession:
         self._close("closed by the caller")
 
     # Internals
+
+    def _claim(self) -> None:
+        # Refuse rather than queue: two threads interleaving requests on one
+        # kernel would each see the other's state.
+        if not self._in_use.acquire(blocking=False):
+            raise NubladoUsageError(
+                "The session is already in use by another call;"
+                " a session serves one thread at a time",
+                self.username,
+            )
 
     def _check_open(self) -> None:
         if self._closed_because is not None:

@@ -132,9 +132,14 @@ class JupyterLabSessionManager:
         if self._session_id is not None:
             raise NubladoUsageError("This session manager is already open", self.username)
         deadline = Deadline(self._open_timeout)
-        self._session_id, self._kernel_id = self._api.create_session(
-            kernel_name=self._kernel_name, notebook_name=self._notebook_name
-        )
+        try:
+            self._session_id, self._kernel_id = self._api.create_session(
+                kernel_name=self._kernel_name, notebook_name=self._notebook_name
+            )
+        except BaseException:
+            if self._close_http:
+                self._api.http.close()
+            raise
         log = self._logger.bind(user=self.username, session=self._session_id)
         log.debug("Created lab session", kernel=self._kernel_id)
         try:

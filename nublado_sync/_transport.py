@@ -61,9 +61,14 @@ class KernelSocket:
         self._max_size = max_message_size
         self.subprotocol = ws.getsubprotocol()
         self.is_v1 = self.subprotocol == V1_SUBPROTOCOL
-        # Held for every read and write: websocket-client is not safe for
-        # concurrent use, and the keepalive thread writes too.
+        # Held by the call that reads; the keepalive thread stays away then,
+        # since the reader answers the server's pings itself.
         self.io_lock = threading.Lock()
+        # websocket-client locks frame writes only when the connection was
+        # made with enable_multithread; an interrupt from another thread, the
+        # keepalive and the pongs recv sends for pings must never interleave.
+        if not isinstance(getattr(ws, "lock", None), type(threading.Lock())):
+            ws.lock = threading.Lock()
         self._stop = threading.Event()
         self._keepalive: Optional[threading.Thread] = None
         if keepalive_interval is not None and keepalive_interval > 0:

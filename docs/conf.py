@@ -1,0 +1,127 @@
+"""Sphinx configuration for nublado_sync.
+
+Build (nitpicky, warnings are errors)::
+
+    python -m sphinx -W --keep-going -n -b html docs /tmp/docs-out
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from docutils import nodes
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+from sphinx.util import logging
+
+# Document the package of this checkout, not an installed copy.
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
+
+import nublado_sync
+
+# -- Project -----------------------------------------------------------------
+
+project = "nublado_sync"
+author = "nublado_sync contributors"
+copyright = "nublado_sync contributors"
+release = nublado_sync.__version__
+version = ".".join(release.split(".")[:2])
+
+# -- General -----------------------------------------------------------------
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+]
+
+exclude_patterns = ["_build"]
+# The docstrings use single backticks for objects: `JupyterLabSession`.
+default_role = "py:obj"
+nitpicky = True
+
+# -- autodoc and napoleon ----------------------------------------------------
+
+autodoc_typehints = "description"
+# Types only for what the docstring describes: exceptions that inherit
+# NubladoError's constructor get no list of bare, undescribed parameters.
+autodoc_typehints_description_target = "documented"
+autodoc_member_order = "bysource"
+autodoc_class_signature = "mixed"
+autoclass_content = "class"
+# Linked types show as "NubladoImageSize", not "nublado_sync._images.NubladoImageSize".
+python_use_unqualified_type_names = True
+
+napoleon_numpy_docstring = True
+napoleon_google_docstring = False
+napoleon_use_rtype = False
+napoleon_use_ivar = False
+
+# Types that appear in signatures and docstrings but have no inventory here
+# (no intersphinx: the documentation builds offline).
+nitpick_ignore = [
+    # Standard library.
+    ("py:class", "datetime.datetime"),
+    ("py:class", "datetime.timedelta"),
+    ("py:obj", "True"),
+    ("py:obj", "False"),
+    # websocket-client.
+    ("py:class", "websocket.WebSocket"),
+]
+
+# -- HTML --------------------------------------------------------------------
+
+html_theme = "alabaster"
+html_title = f"nublado_sync {release}"
+html_theme_options = {
+    "description": "Synchronous client for JupyterLab kernels behind JupyterHub",
+    "fixed_sidebar": True,
+}
+
+
+# -- Helpers -----------------------------------------------------------------
+
+_logger = logging.getLogger(__name__)
+
+
+def _check_public_api_documented(app: Sphinx, env: BuildEnvironment) -> None:
+    """Warn about any name in ``nublado_sync.__all__`` that api.rst misses."""
+    domain: Any = env.get_domain("py")
+    missing = [
+        name for name in nublado_sync.__all__ if f"nublado_sync.{name}" not in domain.objects
+    ]
+    if missing:
+        _logger.warning(
+            "nublado_sync.__all__ names missing from the API reference: %s",
+            ", ".join(missing),
+            location="api",
+        )
+
+
+def _drop_duplicate_rtype(
+    app: Sphinx, domain: str, objtype: str, contentnode: nodes.Element
+) -> None:
+    """Drop the "Return type" field when "Returns" already names the type.
+
+    With ``napoleon_use_rtype = False`` the Returns section carries the type
+    inline ("str -- What the code wrote..."), and autodoc's description
+    typehints would add a second, redundant "Return type: str" field.
+    """
+    if domain != "py":
+        return
+    for field_list in contentnode.findall(nodes.field_list):
+        if field_list.parent is not contentnode:
+            continue  # a nested object's fields are handled on its own
+        names = {field[0].astext().split()[0] for field in field_list.children}
+        if names & {"return", "returns"}:
+            for field in list(field_list.children):
+                if field[0].astext() == "rtype":
+                    field_list.remove(field)
+
+
+def setup(app: Sphinx) -> None:
+    app.connect("env-check-consistency", _check_public_api_documented)
+    # After autodoc merges the typehints into the description (priority 500).
+    app.connect("object-description-transform", _drop_duplicate_rtype, priority=600)
