@@ -22,9 +22,9 @@ from nublado_sync import (
 )
 from nublado_sync._messages import execute_request
 
-from .conftest import lab, seconds
 from ..jupyter_servers import JupyterServer
 from ..tcp_proxy import running_proxy
+from .conftest import lab, seconds
 
 pytestmark = pytest.mark.integration
 
