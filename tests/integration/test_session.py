@@ -353,3 +353,28 @@ def test_bad_arguments(server: JupyterServer) -> None:
         with pytest.raises(NubladoUsageError):
             session.run_python("print(1)", timeout=seconds(-1))
         assert session.run_python("print(1)") == "1\n"
+
+
+def test_interrupt_from_callback_and_other_thread(server: JupyterServer) -> None:
+    code = "print('go', flush=True); import time; time.sleep(60)"
+    with lab(server) as session:
+        fired: list[bool] = []
+
+        def interrupt_once(_: dict[str, Any]) -> None:
+            if not fired:
+                fired.append(True)
+                session.interrupt()
+
+        with pytest.raises(NubladoExecutionError) as info:
+            session.execute(code, on_output=interrupt_once, timeout=seconds(30))
+        assert info.value.error is not None
+        assert "KeyboardInterrupt" in info.value.error
+        assert session.run_python("print('still here')") == "still here\n"
+
+        started = threading.Event()
+        timer = threading.Thread(target=lambda: (started.wait(30), session.interrupt()))
+        timer.start()
+        with pytest.raises(NubladoExecutionError):
+            session.execute(code, on_output=lambda _: started.set(), timeout=seconds(30))
+        timer.join()
+        assert session.run_python("print('and here')") == "and here\n"
