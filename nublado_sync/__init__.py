@@ -33,7 +33,13 @@ from ._images import (
     NubladoImageClass,
     NubladoImageSize,
 )
-from ._models import CodeContext, ExecutionResult, SpawnProgressMessage
+from ._models import (
+    CodeContext,
+    ExecutionResult,
+    NotebookExecutionError,
+    NotebookExecutionResult,
+    SpawnProgressMessage,
+)
 from ._session import JupyterLabSession
 from ._session_manager import JupyterLabSessionManager, open_lab_session
 
@@ -45,6 +51,8 @@ __all__ = [
     "ExecutionResult",
     "JupyterLabSession",
     "JupyterLabSessionManager",
+    "NotebookExecutionError",
+    "NotebookExecutionResult",
     "NubladoDiscoveryError",
     "NubladoError",
     "NubladoExecutionError",

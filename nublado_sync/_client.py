@@ -25,13 +25,15 @@ from ._http import HTTPSession, URLSpace
 from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
-from ._models import SpawnProgressMessage
+from ._models import NotebookExecutionError, NotebookExecutionResult, SpawnProgressMessage
 from ._session_manager import JupyterLabSessionManager
 from ._sse import SSEParser, parse_progress_event
 
 __all__ = ["NubladoClient"]
 
 _EVENT_STREAM = "text/event-stream"
+# The execution extension answers only when the whole notebook has run.
+_NOTEBOOK_READ_TIMEOUT = datetime.timedelta(hours=1)
 # How often wait_for_lab_stopped looks at the hub's record of the lab.
 _STOP_POLL = 0.5
 
@@ -448,6 +450,64 @@ class NubladoClient:
             self._logger.debug("Lab login set no XSRF cookie")
         self._logger.debug("Logged in to the lab", lab_url=self.lab_url)
 
+    def run_notebook(
+        self,
+        content: str,
+        *,
+        kernel_name: Optional[str] = None,
+        clear_local_site_packages: bool = False,
+        read_timeout: Optional[datetime.timedelta] = None,
+    ) -> NotebookExecutionResult:
+        """Run a notebook inside the lab with its execution extension.
+
+        The Rubin lab runs the whole notebook with nbconvert while the
+        request waits, so the answer can take minutes. The request therefore
+        gets its own read timeout, one hour unless ``read_timeout`` says
+        otherwise, rather than the client's HTTP timeout (30 s by default,
+        which would abandon most notebooks). A cell failure is reported in
+        `NotebookExecutionResult.error`, not raised. For servers without the
+        extension use `JupyterLabSession.execute_notebook`.
+
+        Parameters
+        ----------
+        content
+            The notebook, as ``.ipynb`` text.
+        kernel_name
+            Kernel to run it with; the notebook's own when `None`.
+        clear_local_site_packages
+            Ask the lab to ignore packages installed in the user's local
+            site-packages.
+        read_timeout
+            How long to wait for the answer (one hour by default).
+
+        Returns
+        -------
+        NotebookExecutionResult
+            The executed notebook, its resources and any cell failure.
+
+        Raises
+        ------
+        NubladoWebError
+            The request failed or timed out, or the lab refused it (for
+            example a lab without the extension answers 404).
+        NubladoProtocolError
+            The answer is malformed.
+        """
+        timeout = read_timeout or _NOTEBOOK_READ_TIMEOUT
+        api = self._lab_api()
+        answer = api.execute_notebook(
+            content,
+            kernel_name=kernel_name,
+            clear_local_site_packages=clear_local_site_packages,
+            read_timeout=timeout.total_seconds(),
+        )
+        return _notebook_result(answer, self.username)
+
+    def _lab_api(self) -> LabAPI:
+        return LabAPI(
+            self._http, self.lab_url, extra_headers=self._lab_headers, reauth=self.auth_to_lab
+        )
+
     def _lab_headers(self) -> Dict[str, str]:
         headers = {"Sec-Fetch-Mode": "same-origin"}
         if "lab" in self._http.xsrf:
@@ -487,12 +547,9 @@ class NubladoClient:
         JupyterLabSessionManager
             Context manager yielding the `JupyterLabSession`.
         """
-        api = LabAPI(
-            self._http, self.lab_url, extra_headers=self._lab_headers, reauth=self.auth_to_lab
-        )
         return JupyterLabSessionManager(
             username=self.username,
-            api=api,
+            api=self._lab_api(),
             kernel_name=kernel_name,
             notebook_name=notebook_name,
             max_websocket_size=max_websocket_size,
@@ -500,6 +557,28 @@ class NubladoClient:
             logger=self._logger,
             **session_options,
         )
+
+
+def _notebook_result(answer: Dict[str, Any], user: str) -> NotebookExecutionResult:
+    notebook = answer.get("notebook")
+    resources = answer.get("resources") or {}
+    error = answer.get("error")
+    if not isinstance(notebook, str) or not isinstance(resources, dict):
+        raise NubladoProtocolError("Notebook execution answer lacks the notebook", user)
+    if error is None:
+        return NotebookExecutionResult(notebook=notebook, resources=resources)
+    if not isinstance(error, dict):
+        raise NubladoProtocolError("Notebook execution error is not an object", user)
+    return NotebookExecutionResult(
+        notebook=notebook,
+        resources=resources,
+        error=NotebookExecutionError(
+            name=str(error.get("ename", "")),
+            value=str(error.get("evalue", "")),
+            message=str(error.get("err_msg", "")),
+            traceback=str(error.get("traceback", "")),
+        ),
+    )
 
 
 def _set_read_timeout(response: requests.Response, seconds: float) -> None:

@@ -175,6 +175,55 @@ class LabAPI:
         """
         self._call("POST", f"api/kernels/{quote(kernel_id, safe='')}/interrupt")
 
+    def execute_notebook(
+        self,
+        content: str,
+        *,
+        kernel_name: Optional[str],
+        clear_local_site_packages: bool,
+        read_timeout: float,
+    ) -> Dict[str, Any]:
+        """Run a notebook with the Rubin execution extension (``rubin/execution``).
+
+        Returns
+        -------
+        dict
+            The extension's JSON answer.
+
+        Raises
+        ------
+        NubladoWebError
+            The request failed, timed out, or was refused.
+        NubladoProtocolError
+            The answer is not a JSON object.
+        """
+        params: Dict[str, str] = {}
+        headers = self._extra_headers()
+        if kernel_name:
+            # Older lab images read the kernel only from the header.
+            params["kernel_name"] = kernel_name
+            headers["X-Kernel-Name"] = kernel_name
+        if clear_local_site_packages:
+            params["clear_local_site_packages"] = "true"
+        response = self.http.request(
+            "POST",
+            self.url("rubin/execution"),
+            data=content.encode(),
+            params=params,
+            headers={**headers, "Content-Type": "application/json"},
+            timeout=read_timeout,
+            ok=(200,),
+        )
+        try:
+            answer = response.json()
+        except ValueError as e:
+            raise NubladoProtocolError(
+                "Notebook execution answer is not JSON", self.http.user
+            ) from e
+        if not isinstance(answer, dict):
+            raise NubladoProtocolError("Notebook execution answer is not an object", self.http.user)
+        return answer
+
     def channels_url(self, kernel_id: str, client_id: str) -> str:
         """WebSocket URL of a kernel's channels: ``ws`` for http, ``wss`` for https.
 

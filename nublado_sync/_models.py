@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "CodeContext",
     "ExecutionResult",
+    "NotebookExecutionError",
+    "NotebookExecutionResult",
     "SpawnProgressMessage",
 ]
 
@@ -151,3 +153,45 @@ class SpawnProgressMessage:
     message: str
     ready: bool
     failed: bool = False
+
+
+@dataclass
+class NotebookExecutionError:
+    """A cell failure reported by the lab's notebook execution extension.
+
+    Parameters
+    ----------
+    name
+        Exception class name (``ename``).
+    value
+        Exception value (``evalue``).
+    message
+        The extension's error message (``err_msg``).
+    traceback
+        The traceback, as one string.
+    """
+
+    name: str
+    value: str
+    message: str
+    traceback: str
+
+
+@dataclass
+class NotebookExecutionResult:
+    """What the lab's notebook execution extension returned.
+
+    Parameters
+    ----------
+    notebook
+        The executed notebook (up to the failing cell on an error), as
+        ``.ipynb`` text.
+    resources
+        Resources nbconvert returned with it.
+    error
+        The cell failure, or `None` when every cell ran.
+    """
+
+    notebook: str
+    resources: Dict[str, Any] = field(default_factory=dict)
+    error: Optional[NotebookExecutionError] = None
