@@ -135,10 +135,15 @@ def _parser() -> argparse.ArgumentParser:
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("-c", dest="code", help="code to run")
     source.add_argument("file", nargs="?", help="Python file or .ipynb notebook; - for stdin")
-    run.add_argument(
+    where = run.add_mutually_exclusive_group()
+    where.add_argument(
         "--local",
         action="store_true",
         help="run in a private Jupyter server on this machine (needs nublado_sync[local])",
+    )
+    where.add_argument(
+        "--server-url",
+        help="run in a plain Jupyter server at this URL (no hub), with the same token settings",
     )
     run.add_argument("--kernel", help="kernel name (default: lsst; local: the server's)")
     run.add_argument("--timeout", type=_seconds, help="deadline of the code, or of each cell")
@@ -328,6 +333,19 @@ def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> N
                 server.url, server.token, username="local", kernel_name=args.kernel, logger=logger
             )
             _run_in(manager, runner, text, notebook)
+        return
+    if args.server_url:
+        manager = open_lab_session(
+            args.server_url,
+            _token(args),
+            username=args.user or os.environ.get(ENV_USER) or None,
+            kernel_name=args.kernel,
+            notebook_name=notebook,
+            timeout=args.http_timeout,
+            verify=args.ca_bundle or True,
+            logger=logger,
+        )
+        _run_in(manager, runner, text, notebook)
         return
     with _client(args, logger) as client:
         _ensure_lab(client, args, logger)

@@ -39,6 +39,27 @@ Readiness comes from the hub's log, teardown signals the hub's process group
 and then kills whatever the hub left (labs, the proxy and kernels each run
 in sessions of their own, so they are found by an environment marker that
 every one of them inherits).
+
+Behaviour of JupyterHub 6.1.1 seen through this test bed, beyond the
+project's reference on the hub flow:
+
+- A spawn that fails within a second makes ``POST hub/spawn`` itself answer
+  500 (the hub waits a second for the spawn before redirecting to
+  ``hub/spawn-pending/<user>``); the progress stream then gives one
+  ``failed`` event. A later failure (``delay`` and ``fail`` together) gives
+  the redirect first.
+- With subdomains the lab login goes ``user/<u>/lab`` → ``hub/user/<u>/lab``
+  (both on the hub host) → ``http://<u>.hub.localhost:<port>/user/<u>/lab?redirects=1``
+  → OAuth on the hub host → ``oauth_callback`` on the lab host → the lab
+  page (with ``?redirects=1``). ``jupyterhub-session-id`` is then set with
+  ``Domain=hub.localhost``.
+- With ``api_token_login`` the lab accepts the bearer token on its pages
+  too: ``GET user/<u>/lab`` answers 200 at once, with no OAuth round trip
+  and no ``jupyterhub-user-<u>`` cookie; the lab ``_xsrf`` cookie comes on
+  that 200 response.
+- The hub stops a lab with SIGINT, after which the lab exits without
+  shutting its kernels down; they exit about a second later, when ipykernel
+  notices that its parent is gone (`TestHub.stop_all` waits for them).
 """
 
 from __future__ import annotations
@@ -280,6 +301,10 @@ class TestHub:
         inherits (see `processes`).
     start_seconds
         How long the hub took from launch to running.
+    state_dir
+        The temporary directory with the hub's files (database, cookie
+        secret, configuration, the users' home directories), removed when
+        the hub stops.
     """
 
     __test__ = False  # Not a test class, whatever pytest thinks of its name.
@@ -293,7 +318,7 @@ class TestHub:
     pid: int = field(default=0, repr=False)
     marker: str = field(default="", repr=False)
     start_seconds: float = field(default=0.0, repr=False)
-    _state_dir: Path = field(default=Path(), repr=False)
+    state_dir: Path = field(default=Path(), repr=False)
     _log: _LogReader | None = field(default=None, repr=False)
     _http: requests.Session = field(default_factory=_cookieless_session, repr=False)
 
@@ -432,7 +457,7 @@ class TestHub:
             ``{"image_class": ["recommended"], "size": ["Large"]}``.
             Failed spawns are included.
         """
-        forms = _read_json(self._state_dir / "forms.json") or {}
+        forms = _read_json(self.state_dir / "forms.json") or {}
         result: list[dict[str, Any]] = forms.get(user, [])
         return result
 
@@ -451,7 +476,7 @@ class TestHub:
             each second. A client's wait for the spawn can time out during
             it; `stop_all` interrupts it.
         """
-        path = self._state_dir / "behaviour.json"
+        path = self.state_dir / "behaviour.json"
         behaviour = _read_json(path) or {}
         behaviour[user] = {"fail": fail, "delay": delay}
         _write_json(path, behaviour)
@@ -510,11 +535,16 @@ class TestHub:
         leftovers = _marked(self.marker, stopped)
         survivors = _wait_gone(leftovers, max(deadline - time.monotonic(), 0.0))
         if survivors:
-            _wait_gone(survivors, 5, kill=True)
+            _wait_gone(survivors, 5, send=signal.SIGKILL)
         return time.monotonic() - started
 
-    def processes(self) -> list[psutil.Process]:
-        """Return the live processes of this hub.
+    def processes(self, user: str | None = None) -> list[psutil.Process]:
+        """Return the live processes of this hub, or of one user's lab.
+
+        Parameters
+        ----------
+        user
+            If given, only this user's lab and its kernels.
 
         Returns
         -------
@@ -522,7 +552,7 @@ class TestHub:
             The hub, the proxy, the labs and their kernels (every process
             that inherited the hub's marker), zombies left out.
         """
-        return _marked(self.marker)
+        return _marked(self.marker, None if user is None else {user})
 
 
 def find_chp() -> str:
@@ -636,6 +666,13 @@ def _lab_args(documents: bool, extra: Sequence[str]) -> list[str]:
         # files (where jupyter_server_documents enables itself).
         f"--ServerApp.jpserver_extensions={extensions!r}",
         f"--MappingKernelManager.default_kernel_name={KERNEL_NAME}",
+        # Nothing may reach beyond 127.0.0.1. JupyterLab fetches from the
+        # internet only when its front end asks (news, update check, the
+        # PyPI extension manager), which no test client does; turned off all
+        # the same.
+        "--LabApp.extension_manager=readonly",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
         *extra,
     ]
 
@@ -786,7 +823,7 @@ def running_hub(
             pid=process.pid,
             marker=marker,
             start_seconds=time.monotonic() - started,
-            _state_dir=tmp,
+            state_dir=tmp,
             _log=reader,
         )
         yield hub
@@ -841,9 +878,9 @@ def _is_alive(proc: psutil.Process) -> bool:
 
 
 def _wait_gone(
-    procs: Sequence[psutil.Process], timeout: float, *, kill: bool = False
+    procs: Sequence[psutil.Process], timeout: float, *, send: signal.Signals | None = None
 ) -> list[psutil.Process]:
-    """Wait for processes to exit, optionally SIGKILLing them first.
+    """Wait for processes to exit, optionally signalling them first.
 
     Parameters
     ----------
@@ -851,8 +888,8 @@ def _wait_gone(
         The processes.
     timeout
         Seconds to wait for them at most.
-    kill
-        Send them SIGKILL first.
+    send
+        A signal to send them first.
 
     Returns
     -------
@@ -872,8 +909,8 @@ def _wait_gone(
                 pidfd = os.pidfd_open(proc.pid)
                 if not _is_alive(proc):
                     continue
-                if kill:
-                    proc.kill()
+                if send is not None:
+                    proc.send_signal(send)
                 pidfds[pidfd] = proc
                 pidfd = None
             except (psutil.Error, OSError):
@@ -896,8 +933,7 @@ def _stop(process: subprocess.Popen[bytes], marker: str) -> None:
     """Stop the hub and everything it started."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            # SIGTERM lets the hub stop the labs (which shut their kernels
-            # down) and the proxy itself.
+            # SIGTERM lets the hub stop the labs and the proxy itself.
             os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(STOP_TIMEOUT)
@@ -905,11 +941,12 @@ def _stop(process: subprocess.Popen[bytes], marker: str) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    # Whatever is left, each in a session of its own: labs and kernels the
-    # hub could not stop, a proxy it did not stop.
-    survivors = _marked(marker)
+    # Whatever is left, each in a session of its own: kernels (a lab that
+    # the hub stops with SIGINT leaves them behind), labs and a proxy that
+    # the hub could not stop.
+    survivors = _wait_gone(_marked(marker), STOP_TIMEOUT, send=signal.SIGTERM)
     if survivors:
-        _wait_gone(survivors, 5, kill=True)
+        _wait_gone(survivors, 5, send=signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------
@@ -925,6 +962,15 @@ def _nublado_options_from_form(form_data: dict[str, list[str]]) -> dict[str, lis
     that the hub hands over with the rest.
     """
     return {key: values for key, values in form_data.items() if key != "_xsrf"}
+
+
+def _accept_user_options(spawner: object, user_options: dict[str, Any]) -> None:
+    """Accept ``user_options`` as they are.
+
+    Nublado's spawner hands them to its lab controller, which validates
+    them; here the spawner only records them. Without a hook the hub warns
+    about "unhandled user_options" at every spawn.
+    """
 
 
 def _hub_plugins(settings: dict[str, Any]) -> tuple[type, type]:
@@ -1011,12 +1057,14 @@ def _hub_plugins(settings: dict[str, Any]) -> tuple[type, type]:
             events, index = self._events, 0
             while True:
                 changed = self._changed
-                if events is not self._events:
-                    # A new spawn started since this stream began.
-                    events, index = self._events, 0
                 while index < len(events):
                     yield events[index]
                     index += 1
+                if events is not self._events:
+                    # The list was replaced (a spawn started or ended) since
+                    # this stream began, and the old one is drained.
+                    events, index = self._events, 0
+                    continue
                 await changed.wait()
 
         def get_env(self) -> dict[str, str]:
@@ -1039,7 +1087,22 @@ def _hub_plugins(settings: dict[str, Any]) -> tuple[type, type]:
             return env
 
         async def start(self) -> Any:
+            # The events of a spawn live from its start until the server
+            # stops or the spawn fails, so that a stream opened before
+            # start() (the hub has awaits of its own before calling it) never
+            # sees those of an earlier spawn.
             self._events = []
+            try:
+                return await self._start()
+            except BaseException:
+                self._events = []
+                raise
+
+        async def stop(self, now: bool = False) -> None:
+            self._events = []
+            await super().stop(now=now)
+
+        async def _start(self) -> tuple[str, int]:
             user = self.user.name
             forms = _read_json(forms_path) or {}
             forms.setdefault(user, []).append(self.user_options)
@@ -1126,6 +1189,10 @@ def configure_hub(c: Any, settings_path: str) -> None:
         # chosen in advance becomes a user's API token (with the user's own
         # permissions); it also creates the users at start.
         c.JupyterHub.api_tokens = dict(settings["tokens"])
+        # Users that api_tokens creates get no role, so their tokens
+        # ("inherit") would have no permission at all; allowed users get the
+        # default "user" role at start.
+        c.Authenticator.allowed_users = set(settings["tokens"].values())
     c.JupyterHub.services = [{"name": ADMIN_SERVICE, "api_token": settings["admin_token"]}]
     c.JupyterHub.load_roles = [
         {
@@ -1141,6 +1208,7 @@ def configure_hub(c: Any, settings_path: str) -> None:
     c.Spawner.args = settings["lab_args"]
     c.Spawner.options_form = _OPTIONS_FORM
     c.Spawner.options_from_form = _nublado_options_from_form
+    c.Spawner.apply_user_options = _accept_user_options
     c.Spawner.start_timeout = 120
     c.Spawner.http_timeout = 60
     c.SimpleLocalProcessSpawner.home_dir_template = str(state_dir / "home" / "{username}")

@@ -63,6 +63,8 @@ from typing import IO, Any
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import requests
 
+from . import rubin_execution as rubin
+
 __all__ = ["JupyterServer", "running_jupyter_server"]
 
 KERNEL_NAME = "lsst"
@@ -86,6 +88,9 @@ _UNNEEDED_EXTENSIONS = (
     "jupyter_server_terminals",
     "jupyter_server_ydoc",
     "notebook_shim",
+    # Installed only for its execution handler, which rubin_execution loads
+    # alone: the package imports Rubin-only libraries.
+    "rsp_jupyter_extensions",
 )
 
 # The server logs "Jupyter Server <version> is running at:" before it listens:
@@ -391,12 +396,15 @@ def _command(
     ping_interval: float | None,
     ping_timeout: float | None,
     extra_args: Sequence[str],
+    rubin_execution: bool = False,
 ) -> list[str]:
     """Build the server's command line."""
     extensions = dict.fromkeys(_UNNEEDED_EXTENSIONS, False)
     extensions[_DOCUMENTS_EXTENSION] = documents
     extensions["jupyter_server_fileid"] = documents
     extensions[_READY_MODULE] = True
+    if rubin_execution:
+        extensions[rubin.EXTENSION_MODULE] = True
     args = [
         sys.executable,
         "-m",
@@ -558,6 +566,7 @@ def running_jupyter_server(
     ping_interval: float | None = None,
     ping_timeout: float | None = None,
     extra_args: Sequence[str] = (),
+    rubin_execution: bool = False,
 ) -> Iterator[JupyterServer]:
     """Run a ``jupyter_server`` on 127.0.0.1 for the duration of a block.
 
@@ -584,6 +593,9 @@ def running_jupyter_server(
         (default ``max(3 * ping_interval, 30)``).
     extra_args
         More command-line options for the server.
+    rubin_execution
+        Serve the Rubin notebook execution endpoint (``rubin/execution``);
+        needs ``rsp-jupyter-extensions`` installed.
 
     Yields
     ------
@@ -611,6 +623,8 @@ def running_jupyter_server(
             (tmp / name).mkdir()
         _write_kernelspec(tmp / "path")
         (tmp / "pylib" / f"{_READY_MODULE}.py").write_text(_READY_SOURCE)
+        if rubin_execution:
+            (tmp / "pylib" / f"{rubin.EXTENSION_MODULE}.py").write_text(rubin.EXTENSION_SOURCE)
         command = _command(
             tmp,
             documents=documents,
@@ -619,6 +633,7 @@ def running_jupyter_server(
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             extra_args=extra_args,
+            rubin_execution=rubin_execution,
         )
         started = time.monotonic()
         process = subprocess.Popen(

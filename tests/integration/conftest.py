@@ -10,6 +10,7 @@ import pytest
 
 from nublado_sync import JupyterLabSessionManager, open_lab_session
 
+from .. import rubin_execution as rubin
 from ..jupyter_servers import JupyterServer, running_jupyter_server
 
 # Short keepalive and ping settings let the idle test run in seconds.
@@ -86,3 +87,18 @@ def no_leftovers(server: JupyterServer) -> Iterator[None]:
 def seconds(value: float) -> datetime.timedelta:
     """Shorthand for a timedelta in seconds."""
     return datetime.timedelta(seconds=value)
+
+
+@pytest.fixture(scope="session")
+def rubin_lab_server() -> Iterator[JupyterServer]:
+    """A stock server shaped like a Rubin lab: ``/user/alice/`` with ``rubin/execution``.
+
+    A `NubladoClient` whose hub URL is the server's root finds its lab API
+    at ``user/alice/``, and the server accepts the client's bearer token.
+    """
+    if not rubin.available():
+        pytest.fail("rsp-jupyter-extensions is not installed; scripts/test installs it")
+    with running_jupyter_server(
+        rubin_execution=True, extra_args=["--ServerApp.base_url=/user/alice/"]
+    ) as server:
+        yield server
