@@ -208,6 +208,9 @@ class HTTPSession:
             raise NubladoWebError(
                 f"{type(e).__name__}: {text}", self.user, method=method, url=url
             ) from None
+        self._logger.debug(
+            "HTTP request", method=method, url=redact_url(url), status=response.status_code
+        )
         if response.status_code not in ok:
             raise self.status_error(response)
         return response

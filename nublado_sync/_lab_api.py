@@ -16,7 +16,7 @@ from ._http import HTTPSession
 __all__ = ["LabAPI"]
 
 
-_REDIRECTS = (301, 302, 303, 307, 308)
+_RELOGIN = (301, 302, 303, 307, 308, 403)
 
 
 def _no_headers() -> Dict[str, str]:
@@ -36,9 +36,9 @@ class LabAPI:
         Returns headers to add to each API request; the hub client uses it
         for the lab's XSRF token and ``Sec-Fetch-Mode``.
     reauth
-        Called when the lab answers with a redirect, which means its login
-        expired (it sends the client back through OAuth); the request is
-        then sent once more. Without it a redirect is an error.
+        Called when the lab answers with a redirect or a 403, which is how
+        an expired lab login shows; the request is then sent once more.
+        Without it those answers are errors.
     """
 
     def __init__(
@@ -58,12 +58,14 @@ class LabAPI:
         self, method: str, path: str, *, json: Any = None, ok: Collection[int] = (200, 201, 204)
     ) -> requests.Response:
         # Redirects are never followed: a lab POST or DELETE cannot survive
-        # one, and it would carry the token wherever it pointed.
-        statuses = (*ok, *_REDIRECTS) if self._reauth else ok
+        # one, and it would carry the token wherever it pointed. An expired
+        # lab login shows as a redirect into OAuth, or, for a POST, as a 403
+        # from the XSRF check that runs first: log in again, retry once.
+        statuses = (*ok, *_RELOGIN) if self._reauth else ok
         response = self.http.request(
             method, self.url(path), json=json, headers=self._extra_headers(), ok=statuses
         )
-        if response.status_code in _REDIRECTS and response.status_code not in ok:
+        if response.status_code in _RELOGIN and response.status_code not in ok:
             response.close()
             assert self._reauth is not None
             self._reauth()

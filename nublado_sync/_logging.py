@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import structlog
 
-__all__ = ["Logger", "default_logger"]
+__all__ = ["Logger", "debug_enabled", "default_logger"]
 
 
 class Logger(Protocol):
@@ -42,3 +42,16 @@ def default_logger() -> Logger:
         ],
     )
     return logger
+
+
+def debug_enabled(logger: Logger) -> bool:
+    """Tell whether a logger would emit debug messages.
+
+    Hot paths ask once per call and skip per-message debug logging (and
+    the work of building its arguments) when it would be dropped anyway.
+    Loggers that cannot tell are assumed to log.
+    """
+    check = getattr(logger, "is_enabled_for", None) or getattr(logger, "isEnabledFor", None)
+    if check is None:
+        return True
+    return bool(check(logging.DEBUG))

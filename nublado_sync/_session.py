@@ -23,7 +23,7 @@ from ._exceptions import (
     NubladoWebSocketError,
 )
 from ._execution import ExecutionCollector, OutputCallback
-from ._logging import Logger, default_logger
+from ._logging import Logger, debug_enabled, default_logger
 from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
 from ._notebook import execute_notebook
@@ -511,6 +511,7 @@ class JupyterLabSession:
         return NubladoKernelDiedError(self.username, error=detail, status="dead")
 
     def _await_reply(self, collector: ExecutionCollector, deadline: Deadline) -> None:
+        debug = debug_enabled(self._logger)
         heard_at = time.monotonic()
         probe_id: Optional[str] = None
         probe_sent_at = 0.0
@@ -538,6 +539,13 @@ class JupyterLabSession:
             msg = self._socket.recv(deadline.bound(wait))
             if msg is None:
                 continue
+            if debug:
+                self._logger.debug(
+                    "Received kernel message",
+                    channel=msg.channel,
+                    msg_type=msg.msg_type,
+                    ours=msg.parent_id == collector.msg_id,
+                )
             parent = msg.parent_id
             if parent is not None and parent in (probe_id, collector.msg_id):
                 heard_at = time.monotonic()

@@ -654,11 +654,16 @@ def _write_kernelspec(path_dir: Path) -> None:
     (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
 
 
-def _lab_args(documents: bool, extra: Sequence[str]) -> list[str]:
+def _lab_args(documents: bool, extra: Sequence[str], rubin_execution: str | None) -> list[str]:
     """Build the single-user servers' command-line options."""
     extensions = dict.fromkeys(_UNNEEDED_EXTENSIONS, False)
     extensions["jupyter_server_documents"] = documents
     extensions["jupyter_server_fileid"] = documents
+    # Rubin labs serve notebook execution; the package itself stays off (it
+    # imports Rubin-only libraries) and its handler is loaded alone.
+    extensions["rsp_jupyter_extensions"] = False
+    if rubin_execution:
+        extensions[rubin_execution] = True
     return [
         # The test machines run as root.
         "--ServerApp.allow_root=True",
@@ -769,6 +774,15 @@ def running_hub(
             (tmp / "jupyter" / name).mkdir(parents=True)
         (tmp / "home").mkdir()
         _write_kernelspec(tmp / "jupyter" / "path")
+        # Imported here, not at the top: the hub loads this file by path,
+        # outside the tests package.
+        from . import rubin_execution  # noqa: PLC0415
+
+        (tmp / "pylib").mkdir()
+        rubin_module = None
+        if rubin_execution.available():
+            rubin_module = rubin_execution.EXTENSION_MODULE
+            (tmp / "pylib" / f"{rubin_module}.py").write_text(rubin_execution.EXTENSION_SOURCE)
         public_port, hub_port, api_port = _free_ports(3)
         subdomain_host = f"http://hub.localhost:{public_port}" if subdomains else None
         tokens = {user: secrets.token_urlsafe(32) for user in users}
@@ -785,7 +799,8 @@ def running_hub(
             "admin_token": admin_token,
             "marker": marker,
             "python": sys.executable,
-            "lab_args": _lab_args(documents, lab_args),
+            "lab_args": _lab_args(documents, lab_args, rubin_module),
+            "pylib": str(tmp / "pylib"),
         }
         _write_json(tmp / "settings.json", settings)
         (tmp / "jupyterhub_config.py").write_text(
@@ -1082,6 +1097,8 @@ def _hub_plugins(settings: dict[str, Any]) -> tuple[type, type]:
                     "JUPYTER_PATH": str(jupyter_dir / "path"),
                     "IPYTHONDIR": str(jupyter_dir / "ipython"),
                     "PYTHONUNBUFFERED": "1",
+                    # Where the Rubin execution extension module is.
+                    "PYTHONPATH": settings["pylib"],
                 }
             )
             return env
