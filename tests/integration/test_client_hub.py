@@ -186,9 +186,9 @@ def test_spawn_timeout(hub: TestHub) -> None:
 
 
 def test_wrong_token(hub: TestHub) -> None:
-    with NubladoClient("alice", "not-a-valid-token", hub_url=hub.url) as client:
-        with pytest.raises(NubladoWebError) as info:
-            client.auth_to_hub()
+    client = NubladoClient("alice", "not-a-valid-token", hub_url=hub.url)
+    with client, pytest.raises(NubladoWebError) as info:
+        client.auth_to_hub()
     assert info.value.status in (401, 403)
     assert "not-a-valid-token" not in str(info.value)
 
