@@ -88,6 +88,12 @@ def _seconds(text: str) -> datetime.timedelta:
     return datetime.timedelta(seconds=value)
 
 
+def _logging_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
+    parser.add_argument("-v", "--verbose", action="count", help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nublado-sync",
@@ -100,9 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+    _logging_options(parser)
+    parser.set_defaults(log_json=False, verbose=0, quiet=False)
+    # The same options after the command name too; SUPPRESS keeps a value
+    # given before it.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _logging_options(common)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def connection(sub: argparse.ArgumentParser) -> None:
@@ -131,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
             "--spawn-timeout", type=_seconds, default=_seconds("600"), help="seconds (600)"
         )
 
-    run = commands.add_parser("run", help="run code, a file or a notebook")
+    run = commands.add_parser("run", parents=[common], help="run code, a file or a notebook")
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("-c", dest="code", help="code to run")
     source.add_argument("file", nargs="?", help="Python file or .ipynb notebook; - for stdin")
@@ -153,17 +162,19 @@ def _parser() -> argparse.ArgumentParser:
     connection(run)
     image(run)
 
-    spawn = commands.add_parser("spawn", help="start the lab if it is not running")
+    spawn = commands.add_parser(
+        "spawn", parents=[common], help="start the lab if it is not running"
+    )
     spawn.add_argument("--no-wait", action="store_true", help="do not wait until it is ready")
     connection(spawn)
     image(spawn)
 
-    stop = commands.add_parser("stop", help="stop the lab")
+    stop = commands.add_parser("stop", parents=[common], help="stop the lab")
     stop.add_argument("--wait", action="store_true", help="wait until it is gone")
     stop.add_argument("--timeout", type=_seconds, default=_seconds("300"), help="seconds (300)")
     connection(stop)
 
-    status = commands.add_parser("status", help="tell whether the lab is running")
+    status = commands.add_parser("status", parents=[common], help="tell whether the lab is running")
     status.add_argument("--json", action="store_true", help="print JSON")
     connection(status)
     return parser

@@ -11,6 +11,7 @@ import pytest
 from nublado_sync import JupyterLabSessionManager, open_lab_session
 
 from .. import rubin_execution as rubin
+from ..hub_testbed import TestHub, running_hub
 from ..jupyter_servers import JupyterServer, running_jupyter_server
 
 # Short keepalive and ping settings let the idle test run in seconds.
@@ -102,3 +103,10 @@ def rubin_lab_server() -> Iterator[JupyterServer]:
         rubin_execution=True, extra_args=["--ServerApp.base_url=/user/alice/"]
     ) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def hub() -> Iterator[TestHub]:
+    """A real JupyterHub that behaves like Nublado, with users alice, bob and carol."""
+    with running_hub(users=("alice", "bob", "carol")) as hub:
+        yield hub

@@ -32,12 +32,6 @@ SPAWN_TIMEOUT = seconds(90)
 
 
 @pytest.fixture(scope="module")
-def hub() -> Iterator[TestHub]:
-    with running_hub(users=("alice", "bob", "carol")) as hub:
-        yield hub
-
-
-@pytest.fixture(scope="module")
 def subdomain_hub() -> Iterator[TestHub]:
     with resolve_localhost_subdomains(), running_hub(subdomains=True) as hub:
         yield hub
@@ -268,3 +262,30 @@ def test_token_never_logged_or_raised(hub: TestHub) -> None:
     assert len(capture.lines) > 20  # debug logging really was on
     for text in capture.lines + texts:
         assert token not in text
+
+
+def test_run_notebook_with_the_lab_extension(hub: TestHub) -> None:
+    notebook = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "a",
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": "print('from the extension')",
+            }
+        ],
+    }
+    with NubladoClient("bob", hub.tokens["bob"], hub_url=hub.url) as client:
+        client.auth_to_hub()
+        client.spawn_lab(NubladoImageByClass())
+        client.wait_for_spawn(SPAWN_TIMEOUT)
+        client.auth_to_lab()
+        result = client.run_notebook(json.dumps(notebook), kernel_name="lsst")
+    assert result.error is None
+    executed = json.loads(result.notebook)
+    assert "".join(executed["cells"][0]["outputs"][0]["text"]) == "from the extension\n"

@@ -1,0 +1,113 @@
+"""The nublado-sync command against the real test hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from typing import Iterator
+
+import pytest
+
+from ..hub_testbed import TestHub
+from .test_cli import nublado_sync
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _labs_stopped(hub: TestHub) -> Iterator[None]:
+    yield
+    hub.stop_all()
+
+
+def env_for(hub: TestHub, user: str) -> dict[str, str]:
+    return {"NUBLADO_HUB_URL": hub.url, "NUBLADO_USER": user, "NUBLADO_TOKEN": hub.tokens[user]}
+
+
+def test_run_spawns_runs_and_stops(hub: TestHub) -> None:
+    env = env_for(hub, "alice")
+    assert nublado_sync("status", env=env).stdout == "stopped\n"
+    result = nublado_sync(
+        "run",
+        "--image-class",
+        "latest-daily",
+        "--size",
+        "Small",
+        "--stop",
+        "-c",
+        "import os; print(os.environ['JUPYTERHUB_USER'])",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "alice\n"
+    assert hub.spawn_forms("alice")[-1] == {"image_class": ["latest-daily"], "size": ["Small"]}
+    # Without a terminal, progress is logged as lines (cron).
+    assert "Spawn progress" in result.stderr
+    stop = nublado_sync("stop", "--wait", env=env)
+    assert stop.returncode == 0, stop.stderr
+    assert nublado_sync("status", "--json", env=env).stdout.strip() == json.dumps(
+        {"user": "alice", "running": False}
+    )
+
+
+def test_spawn_status_stop(hub: TestHub) -> None:
+    env = env_for(hub, "bob")
+    spawn = nublado_sync("spawn", "--image-tag", "w_2026_40", "--log-json", env=env)
+    assert spawn.returncode == 0, spawn.stderr
+    for line in spawn.stderr.splitlines():
+        json.loads(line)  # every log line is JSON
+    assert nublado_sync("status", env=env).stdout == "running\n"
+    again = nublado_sync("spawn", env=env)
+    assert again.returncode == 0
+    assert "already running" in again.stderr
+    assert nublado_sync("stop", "--wait", env=env).returncode == 0
+    assert nublado_sync("status", env=env).stdout == "stopped\n"
+
+
+def test_spawn_failure_exit_status(hub: TestHub) -> None:
+    hub.set_spawn_behaviour("carol", fail=True, delay=1.5)
+    try:
+        result = nublado_sync("spawn", env=env_for(hub, "carol"))
+    finally:
+        hub.set_spawn_behaviour("carol")
+    assert result.returncode == 4, result.stderr
+
+
+def test_spawn_timeout_exit_status(hub: TestHub) -> None:
+    hub.set_spawn_behaviour("carol", delay=60)
+    try:
+        result = nublado_sync("spawn", "--spawn-timeout", "2", env=env_for(hub, "carol"))
+    finally:
+        hub.set_spawn_behaviour("carol")
+    assert result.returncode == 3, result.stderr
+
+
+def test_bad_token_exit_status(hub: TestHub) -> None:
+    env = env_for(hub, "alice")
+    env["NUBLADO_TOKEN"] = "wrong"
+    result = nublado_sync("status", env=env)
+    assert result.returncode == 5
+    assert "Status 40" in result.stderr
+
+
+def test_ctrl_c_in_a_lab_leaves_no_session(hub: TestHub) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
+    env.update(env_for(hub, "bob"))
+    code = "print('started', flush=True)\nimport time\ntime.sleep(120)"
+    with subprocess.Popen(
+        [sys.executable, "-m", "nublado_sync", "run", "-c", code],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "started\n"
+        assert len(hub.lab_sessions("bob")) == 1
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert hub.lab_sessions("bob") == []
