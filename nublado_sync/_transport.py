@@ -8,6 +8,7 @@ error into `NubladoWebSocketError`, and keeps an idle connection alive.
 from __future__ import annotations
 
 import contextlib
+import select
 import struct
 import threading
 from typing import Optional
@@ -20,6 +21,17 @@ from ._messages import KernelMessage
 from ._wire import V1_SUBPROTOCOL, decode_legacy, decode_v1, encode_legacy, encode_v1
 
 __all__ = ["KernelSocket"]
+
+
+def _poller(ws: websocket.WebSocket) -> Optional[select.poll]:
+    # poll, unlike select, works for descriptors above FD_SETSIZE; where it
+    # is missing (Windows) the prompt acknowledgements are simply skipped.
+    if not hasattr(select, "poll") or ws.sock is None:
+        return None
+    poller = select.poll()
+    poller.register(ws.sock, select.POLLIN)
+    return poller
+
 
 # The smallest timeout handed to the socket: zero would make it
 # non-blocking, which websocket-client treats differently.
@@ -39,6 +51,9 @@ class KernelSocket:
         Logger to use.
     max_message_size
         Largest message accepted, in bytes, or `None`.
+    prompt_acks
+        After a message, when nothing more is waiting, send an unsolicited
+        pong (see `recv`).
     keepalive_interval
         Seconds between unsolicited pong frames while idle, or `None` for no
         keepalive. jupyter_server closes a socket that has not answered its
@@ -54,11 +69,14 @@ class KernelSocket:
         logger: FilteringBoundLogger,
         keepalive_interval: Optional[float],
         max_message_size: Optional[int] = None,
+        prompt_acks: bool = True,
     ) -> None:
         self._ws = ws
         self._user = user
         self._logger = logger
         self._max_size = max_message_size
+        self._prompt_acks = prompt_acks
+        self._poll = _poller(ws)
         self.subprotocol = ws.getsubprotocol()
         self.is_v1 = self.subprotocol == V1_SUBPROTOCOL
         # Held by the call that reads; the keepalive thread stays away then,
@@ -110,8 +128,16 @@ class KernelSocket:
             # Only JSON encoding raises it (a NaN in content).
             raise NubladoProtocolError(f"Cannot encode message: {e}", self._user) from e
 
-    def recv(self, timeout: float) -> Optional[KernelMessage]:
+    def recv(self, timeout: float, *, ack: bool = False) -> Optional[KernelMessage]:
         """Read one frame, waiting at most ``timeout`` seconds.
+
+        With ``ack`` (used while a reply is awaited) and ``prompt_acks``, a
+        pong frame follows a message when no more data is waiting. The
+        kernel WebSocket leaves Nagle's algorithm on, so the server holds
+        each small message until the previous one is acknowledged, and the
+        client's kernel delays that ACK by up to 40 ms; the pong gives the
+        ACK a segment to ride at once. A burst of output (more data already
+        waiting) sends none.
 
         Returns
         -------
@@ -138,6 +164,8 @@ class KernelSocket:
         data = frame.data
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             raise self._close_error(data)
+        if ack and self._prompt_acks and self._idle():
+            self.pong()
         if self._max_size is not None and len(data) > self._max_size:
             raise self._error(f"Message of {len(data)} bytes exceeds the limit of {self._max_size}")
         if opcode == websocket.ABNF.OPCODE_BINARY:
@@ -154,6 +182,18 @@ class KernelSocket:
                 raise NubladoProtocolError("Text frame is not UTF-8", self._user) from e
             return decode_legacy(text)
         return None
+
+    def _idle(self) -> bool:
+        """Whether no received byte is waiting in any buffer or the socket."""
+        if self._ws.frame_buffer.recv_buffer:
+            return False
+        sock = self._ws.sock
+        if sock is None or self._poll is None:
+            return False
+        pending = getattr(sock, "pending", None)  # TLS: decrypted, unread
+        if pending is not None and pending() > 0:
+            return False
+        return not self._poll.poll(0)
 
     def _close_error(self, data: bytes) -> NubladoWebSocketError:
         code: Optional[int] = None
