@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import select
+import socket
 import struct
 import threading
-from typing import Optional
+import time
+from typing import Any, Optional
 
 import websocket
 from structlog.typing import FilteringBoundLogger
@@ -21,6 +23,53 @@ from ._messages import KernelMessage
 from ._wire import V1_SUBPROTOCOL, decode_legacy, decode_v1, encode_legacy, encode_v1
 
 __all__ = ["KernelSocket"]
+
+
+class _DeadlineSocket:
+    """A socket whose timeout is a deadline for all reads and writes after it.
+
+    websocket-client applies the socket timeout to each ``recv`` call, and a
+    frame takes many of them: a server trickling a frame one byte at a time
+    would never time out. Installed in place of the connection's socket,
+    this turns ``settimeout(t)`` into "everything must be done ``t`` seconds
+    from now", which is the deadline a caller means. Deadlines are kept per
+    thread, so an interrupt sent from another thread neither moves nor
+    inherits the reader's.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._local = threading.local()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def settimeout(self, timeout: Optional[float]) -> None:
+        self._local.deadline = None if timeout is None else time.monotonic() + timeout
+
+    def gettimeout(self) -> Optional[float]:
+        deadline: Optional[float] = getattr(self._local, "deadline", None)
+        if deadline is None:
+            return None
+        return max(deadline - time.monotonic(), 0.0)
+
+    def _arm(self) -> None:
+        remaining = self.gettimeout()
+        if remaining is not None and remaining <= 0:
+            raise socket.timeout("timed out")
+        self._sock.settimeout(remaining)
+
+    def recv(self, bufsize: int) -> bytes:
+        self._arm()
+        return self._sock.recv(bufsize)
+
+    def send(self, data: bytes) -> int:
+        self._arm()
+        return self._sock.send(data)
+
+    def sendall(self, data: bytes) -> None:
+        self._arm()
+        self._sock.sendall(data)
 
 
 def _poller(ws: websocket.WebSocket) -> Optional[select.poll]:
@@ -76,6 +125,8 @@ class KernelSocket:
         self._logger = logger
         self._max_size = max_message_size
         self._prompt_acks = prompt_acks
+        if ws.sock is not None and not isinstance(ws.sock, _DeadlineSocket):
+            ws.sock = _DeadlineSocket(ws.sock)  # type: ignore[assignment]
         self._poll = _poller(ws)
         self.subprotocol = ws.getsubprotocol()
         self.is_v1 = self.subprotocol == V1_SUBPROTOCOL
