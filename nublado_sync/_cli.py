@@ -266,8 +266,9 @@ class _ProgressDisplay:
 def _ensure_lab(client: NubladoClient, args: argparse.Namespace, logger: Logger) -> None:
     client.auth_to_hub()
     if client.is_lab_stopped():
-        logger.info("Spawning lab", image=_image(args).to_spawn_form())
-        client.spawn_lab(_image(args))
+        image = _image(args)
+        logger.info("Spawning lab", image=image.to_spawn_form())
+        client.spawn_lab(image)
         client.wait_for_spawn(args.spawn_timeout, on_progress=_ProgressDisplay(logger, sys.stderr))
     client.auth_to_lab()
 

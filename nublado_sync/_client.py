@@ -256,7 +256,7 @@ class NubladoClient:
             "POST", spawn, data=form, referer=spawn, follow=False, ok=(200, 302, 303)
         )
         response.close()
-        self._logger.info("Requested lab spawn", form=form | {"_xsrf": "<redacted>"})
+        self._logger.info("Requested lab spawn", form=config.to_spawn_form())
 
     def watch_spawn_progress(self) -> Iterator[SpawnProgressMessage]:
         """Yield the spawn's progress events as the hub sends them.

@@ -1,0 +1,86 @@
+"""Pieces of the command that need no server: progress display, exit statuses."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import subprocess
+import sys
+
+import pytest
+
+from nublado_sync import (
+    NubladoExecutionError,
+    NubladoExecutionTimeoutError,
+    NubladoKernelDiedError,
+    NubladoRedirectError,
+    NubladoSpawnError,
+    NubladoSpawnTimeoutError,
+    NubladoUsageError,
+    NubladoWebError,
+    NubladoWebSocketError,
+    SpawnProgressMessage,
+)
+from nublado_sync._cli import ExitCode, _exit_code, _ProgressDisplay
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def info(self, event: str, **kw: object) -> None:
+        self.events.append((event, kw))
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    stream, logger = Terminal(), Recorder()
+    display = _ProgressDisplay(logger, stream)  # type: ignore[arg-type]
+    display(SpawnProgressMessage(50, "Pulling image", ready=False))
+    display(SpawnProgressMessage(100, "Server ready", ready=True))
+    text = stream.getvalue()
+    assert "\r[" + "#" * 15 + "-" * 15 + "]  50% Pulling image" in text
+    assert text.endswith("\n")
+    assert logger.events == []
+
+
+def test_progress_lines_without_a_terminal() -> None:
+    stream, logger = io.StringIO(), Recorder()
+    display = _ProgressDisplay(logger, stream)  # type: ignore[arg-type]
+    display(SpawnProgressMessage(50, "Pulling image", ready=False))
+    assert stream.getvalue() == ""
+    assert logger.events == [("Spawn progress", {"progress": 50, "message": "Pulling image"})]
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (NubladoExecutionError("u"), ExitCode.CODE_ERROR),
+        (NubladoKernelDiedError("u"), ExitCode.CODE_ERROR),
+        (NubladoExecutionTimeoutError("u", timeout=datetime.timedelta(1)), ExitCode.TIMEOUT),
+        (NubladoSpawnTimeoutError("slow", []), ExitCode.TIMEOUT),
+        (NubladoSpawnError("failed", []), ExitCode.SPAWN_FAILED),
+        (NubladoUsageError("bad"), ExitCode.USAGE),
+        (NubladoWebError("Status 403"), ExitCode.WEB_ERROR),
+        (NubladoRedirectError("Redirect loop", "http://x/"), ExitCode.WEB_ERROR),
+        (NubladoWebSocketError("closed"), ExitCode.WEB_ERROR),
+    ],
+)
+def test_exit_codes(exc: BaseException, code: int) -> None:
+    assert _exit_code(exc) == code
+
+
+def test_help_and_version() -> None:
+    for args in (["--help"], ["run", "--help"], ["--version"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "nublado_sync", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout
