@@ -10,6 +10,7 @@ Exit statuses (also in the docs):
 4    the lab did not spawn
 5    authentication, HTTP or WebSocket failure
 130  interrupted (Ctrl-C); the kernel was interrupted and the session deleted
+143  terminated (SIGTERM), cleaned up as for Ctrl-C
 ===  ==========================================================
 """
 
@@ -21,6 +22,7 @@ import datetime
 import json
 import logging
 import os
+import signal
 import sys
 from enum import IntEnum
 from pathlib import Path
@@ -66,6 +68,7 @@ class ExitCode(IntEnum):
     SPAWN_FAILED = 4
     WEB_ERROR = 5
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 ENV_HUB_URL = "NUBLADO_HUB_URL"
@@ -76,6 +79,14 @@ ENV_TOKEN_FILE = "NUBLADO_TOKEN_FILE"  # noqa: S105
 
 class _UsageError(Exception):
     """Bad command-line input: reported with exit status 2."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: interrupt, clean up, exit 143."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def _seconds(text: str) -> datetime.timedelta:
@@ -156,7 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--kernel", help="kernel name (default: lsst; local: the server's)")
     run.add_argument("--timeout", type=_seconds, help="deadline of the code, or of each cell")
-    run.add_argument("--stop", action="store_true", help="stop the lab afterwards")
+    stop_group = run.add_mutually_exclusive_group()
+    stop_group.add_argument(
+        "--stop", action="store_true", help="stop the lab afterwards if this command spawned it"
+    )
+    stop_group.add_argument(
+        "--stop-always", action="store_true", help="stop the lab afterwards in any case"
+    )
     run.add_argument("--save-notebook", type=Path, help="write the executed notebook here")
     run.add_argument("--json", action="store_true", help="print one JSON result")
     connection(run)
@@ -208,7 +225,7 @@ def _token(args: argparse.Namespace) -> str:
     path = args.token_file or os.environ.get(ENV_TOKEN_FILE)
     if path:
         try:
-            token = Path(path).read_text().strip()
+            token = Path(path).expanduser().read_text().strip()
         except OSError as e:
             raise _UsageError(f"cannot read the token file: {e.strerror}") from None
     else:
@@ -263,13 +280,21 @@ class _ProgressDisplay:
             self._logger.info("Spawn progress", progress=message.progress, message=message.message)
 
 
-def _ensure_lab(client: NubladoClient, args: argparse.Namespace, logger: Logger) -> None:
+def _spawn_if_stopped(client: NubladoClient, args: argparse.Namespace, logger: Logger) -> bool:
+    """Log in and spawn the lab unless it exists; tell whether it spawned one."""
     client.auth_to_hub()
-    if client.is_lab_stopped():
-        image = _image(args)
-        logger.info("Spawning lab", image=image.to_spawn_form())
-        client.spawn_lab(image)
-        client.wait_for_spawn(args.spawn_timeout, on_progress=_ProgressDisplay(logger, sys.stderr))
+    if not client.is_lab_stopped():
+        return False
+    image = _image(args)
+    logger.info("Spawning lab", image=image.to_spawn_form())
+    client.spawn_lab(image)
+    return True
+
+
+def _wait_for_lab(client: NubladoClient, args: argparse.Namespace, logger: Logger) -> None:
+    # Also for a lab this command did not spawn: it may still be starting
+    # (the hub answers at once for a running one).
+    client.wait_for_spawn(args.spawn_timeout, on_progress=_ProgressDisplay(logger, sys.stderr))
     client.auth_to_lab()
 
 
@@ -321,8 +346,12 @@ class _Runner:
 
     def _save(self, executed: Optional[str]) -> None:
         if executed is not None and self.args.save_notebook:
-            self.args.save_notebook.write_text(executed, encoding="utf-8")
-            self.report["notebook"] = str(self.args.save_notebook)
+            path = self.args.save_notebook.expanduser()
+            try:
+                path.write_text(executed, encoding="utf-8")
+            except OSError as e:
+                raise _UsageError(f"cannot write {path}: {e.strerror}") from None
+            self.report["notebook"] = str(path)
 
 
 def _result_json(result: ExecutionResult) -> Dict[str, Any]:
@@ -339,6 +368,13 @@ def _result_json(result: ExecutionResult) -> Dict[str, Any]:
 
 def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> None:
     text, notebook = _read_source(args)
+    if args.save_notebook is not None:
+        if notebook is None:
+            raise _UsageError("--save-notebook needs a .ipynb notebook to run")
+        folder = args.save_notebook.expanduser().resolve().parent
+        # Checked first: finding out after an hour of work is too late.
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise _UsageError(f"cannot write the notebook into {folder}")
     if args.local:
         with local_jupyter_server(kernel_name=args.kernel, logger=logger) as server:
             manager = open_lab_session(
@@ -360,13 +396,23 @@ def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> N
         _run_in(manager, runner, text, notebook)
         return
     with _client(args, logger) as client:
-        _ensure_lab(client, args, logger)
-        manager = client.lab_session(notebook, kernel_name=args.kernel or "lsst")
+        spawned = _spawn_if_stopped(client, args, logger)
         try:
+            _wait_for_lab(client, args, logger)
+            manager = client.lab_session(notebook, kernel_name=args.kernel or "lsst")
             _run_in(manager, runner, text, notebook)
         finally:
-            if args.stop:
-                client.stop_lab()
+            if args.stop_always or (args.stop and spawned):
+                _stop_quietly(client, logger)
+
+
+def _stop_quietly(client: NubladoClient, logger: Logger) -> None:
+    # Runs on the way out of a failure too; its own failure must not hide
+    # the one that matters.
+    try:
+        client.stop_lab()
+    except NubladoError as e:
+        logger.warning("Could not stop the lab", error=strip_ansi(str(e)))
 
 
 def _run_in(
@@ -378,11 +424,8 @@ def _run_in(
 
 def _command_spawn(args: argparse.Namespace, logger: Logger) -> None:
     with _client(args, logger) as client:
-        client.auth_to_hub()
-        if not client.is_lab_stopped():
-            logger.info("Lab is already running")
-            return
-        client.spawn_lab(_image(args))
+        if not _spawn_if_stopped(client, args, logger):
+            logger.info("Lab is already running or starting")
         if not args.no_wait:
             client.wait_for_spawn(
                 args.spawn_timeout, on_progress=_ProgressDisplay(logger, sys.stderr)
@@ -433,10 +476,12 @@ def _reported(
     status = [ExitCode.OK]
     try:
         yield status
-    except KeyboardInterrupt:
-        status[0] = ExitCode.INTERRUPTED
-        report["error"] = {"type": "KeyboardInterrupt", "message": "interrupted"}
-        logger.warning("Interrupted; the session was deleted")
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, _Terminated)
+        status[0] = ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
+        what = "terminated" if terminated else "interrupted"
+        report["error"] = {"type": type(e).__name__, "message": what}
+        logger.warning(f"{what.capitalize()}; the kernel was interrupted and the session deleted")
     except (NubladoError, _UsageError) as e:
         status[0] = _exit_code(e)
         report["error"] = {"type": type(e).__name__, "message": strip_ansi(str(e))}
@@ -469,6 +514,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = _parser().parse_args(argv)
     logger = _logger(args)
+    # Kubernetes deadlines, timeout(1) and kill send SIGTERM: clean up as
+    # for Ctrl-C rather than leave a session (or a --local server) behind.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     report: Dict[str, Any] = {}
     with _reported(args, logger, report) as status:
         if args.command == "run":
@@ -481,7 +529,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _command_stop(args, logger)
         else:
             _command_status(args, logger)
-    if getattr(args, "json", False) and args.command == "run":
+    if getattr(args, "json", False) and (args.command == "run" or status[0] != ExitCode.OK):
         report["ok"] = status[0] == ExitCode.OK
         print(json.dumps(report))
     return int(status[0])

@@ -238,6 +238,9 @@ class NubladoClient:
         ------
         NubladoUsageError
             ``config`` is not an image choice.
+        NubladoSpawnError
+            The spawn failed at once (the hub answered the form with a
+            server error).
         NubladoWebError
             The hub refused or failed.
         NubladoRedirectError
@@ -252,9 +255,20 @@ class NubladoClient:
             form["_xsrf"] = self._http.xsrf["hub"]
         # Not followed: the answer points at the progress page, or straight
         # at the lab when it started fast, and either means it was accepted.
-        response = self._http.fetch(
-            "POST", spawn, data=form, referer=spawn, follow=False, ok=(200, 302, 303)
-        )
+        try:
+            response = self._http.fetch(
+                "POST", spawn, data=form, referer=spawn, follow=False, ok=(200, 302, 303)
+            )
+        except NubladoWebError as e:
+            # A spawn that fails within about a second fails the form POST
+            # itself with a 5xx: that is a spawn failure, not a web fault.
+            if e.status is None or e.status < 500:
+                raise
+            raise NubladoSpawnError(
+                f"Spawn failed: the hub answered status {e.status}",
+                [e.body] if e.body else [],
+                self.username,
+            ) from e
         response.close()
         self._logger.info("Requested lab spawn", form=config.to_spawn_form())
 

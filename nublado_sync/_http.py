@@ -10,6 +10,8 @@ and the lab's separate XSRF tokens, read from every hop of a redirect chain.
 
 from __future__ import annotations
 
+import os
+import ssl
 from collections import Counter
 from typing import Any, Collection, Dict, Mapping, Optional, Union
 from urllib.parse import urljoin, urlsplit
@@ -137,6 +139,36 @@ class HTTPSession:
         """The bearer token (for the WebSocket handshake)."""
         return self._token
 
+    def ca_bundle(self) -> Union[bool, str]:
+        """Return what TLS verification requests will use: a CA path, or `False`.
+
+        With ``verify=True`` that is ``REQUESTS_CA_BUNDLE`` or
+        ``CURL_CA_BUNDLE`` when set, else certifi's bundle, as requests
+        itself decides.
+        """
+        if self.verify is not True:
+            return self.verify
+        return (
+            os.environ.get("REQUESTS_CA_BUNDLE")
+            or os.environ.get("CURL_CA_BUNDLE")
+            or requests.utils.DEFAULT_CA_BUNDLE_PATH
+        )
+
+    def websocket_sslopt(self) -> Dict[str, Any]:
+        """TLS options for websocket-client that trust exactly what HTTP trusts.
+
+        Left alone, websocket-client would use the system store while
+        requests uses certifi, and a lab could accept the login but refuse
+        the kernel connection.
+        """
+        bundle = self.ca_bundle()
+        if bundle is False:
+            return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
+        assert isinstance(bundle, str)
+        if os.path.isdir(bundle):
+            return {"ca_cert_path": bundle}
+        return {"ca_certs": bundle}
+
     def redact(self, text: str) -> str:
         """Remove the token from text bound for a log or an exception."""
         return redact_secrets(text, [self._token])
@@ -197,6 +229,9 @@ class HTTPSession:
                 data=data,
                 params=params,
                 auth=self._auth,
+                # Per request: requests prefers REQUESTS_CA_BUNDLE over the
+                # session's verify, which would ignore an explicit CA path.
+                verify=self.ca_bundle(),
                 timeout=(self.timeout, read_timeout),
                 allow_redirects=False,
                 stream=stream,

@@ -54,24 +54,48 @@ class LabAPI:
         self._extra_headers = extra_headers
         self._reauth = reauth
 
+    def relogin(self) -> bool:
+        """Log in to the lab again, if this API knows how; tell whether it did."""
+        if self._reauth is None:
+            return False
+        self._reauth()
+        return True
+
     def _call(
-        self, method: str, path: str, *, json: Any = None, ok: Collection[int] = (200, 201, 204)
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Optional[bytes] = None,
+        params: Optional[Dict[str, str]] = None,
+        headers: Optional[Dict[str, str]] = None,
+        timeout: Optional[float] = None,
+        ok: Collection[int] = (200, 201, 204),
     ) -> requests.Response:
         # Redirects are never followed: a lab POST or DELETE cannot survive
         # one, and it would carry the token wherever it pointed. An expired
         # lab login shows as a redirect into OAuth, or, for a POST, as a 403
         # from the XSRF check that runs first: log in again, retry once.
         statuses = (*ok, *_RELOGIN) if self._reauth else ok
-        response = self.http.request(
-            method, self.url(path), json=json, headers=self._extra_headers(), ok=statuses
-        )
+
+        def send(statuses: Collection[int]) -> requests.Response:
+            return self.http.request(
+                method,
+                self.url(path),
+                json=json,
+                data=data,
+                params=params,
+                headers={**self._extra_headers(), **(headers or {})},
+                timeout=timeout,
+                ok=statuses,
+            )
+
+        response = send(statuses)
         if response.status_code in _RELOGIN and response.status_code not in ok:
             response.close()
-            assert self._reauth is not None
-            self._reauth()
-            response = self.http.request(
-                method, self.url(path), json=json, headers=self._extra_headers(), ok=ok
-            )
+            self.relogin()
+            response = send(ok)
         return response
 
     def url(self, path: str) -> str:
@@ -200,19 +224,19 @@ class LabAPI:
             The answer is not a JSON object.
         """
         params: Dict[str, str] = {}
-        headers = self._extra_headers()
+        headers = {"Content-Type": "application/json"}
         if kernel_name:
             # Older lab images read the kernel only from the header.
             params["kernel_name"] = kernel_name
             headers["X-Kernel-Name"] = kernel_name
         if clear_local_site_packages:
             params["clear_local_site_packages"] = "true"
-        response = self.http.request(
+        response = self._call(
             "POST",
-            self.url("rubin/execution"),
+            "rubin/execution",
             data=content.encode(),
             params=params,
-            headers={**headers, "Content-Type": "application/json"},
+            headers=headers,
             timeout=read_timeout,
             ok=(200,),
         )

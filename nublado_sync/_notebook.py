@@ -123,6 +123,12 @@ def execute_notebook(
         The connection failed.
     """
     notebook = parse_notebook(content)
+    # Outputs of an earlier run must not pass for this run's, in the cells
+    # after a failure above all.
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"] = []
+            cell["execution_count"] = None
     count = 0
     for index, cell in enumerate(notebook["cells"]):
         if cell["cell_type"] != "code":

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import datetime
-import ssl
 import uuid
 from types import TracebackType
-from typing import Any, Dict, List, Optional, Type, Union
+from typing import Any, List, Optional, Type, Union
 
 import websocket
 
@@ -186,6 +185,16 @@ class JupyterLabSessionManager:
 
     def _connect(self, deadline: Deadline) -> websocket.WebSocket:
         try:
+            return self._negotiate(deadline)
+        except NubladoWebSocketError as e:
+            # An expired lab login fails the upgrade's XSRF or login check;
+            # log in again once, as for the REST calls.
+            if e.code != 403 or not self._api.relogin():
+                raise
+            return self._negotiate(deadline)
+
+    def _negotiate(self, deadline: Deadline) -> websocket.WebSocket:
+        try:
             return self._handshake(deadline, [V1_SUBPROTOCOL])
         except _SubprotocolRefusedError:
             # websocket-client fails a handshake whose answer lacks the
@@ -220,7 +229,7 @@ class JupyterLabSessionManager:
                 # it points; the hub client follows redirects itself.
                 redirect_limit=0,
                 enable_multithread=False,
-                sslopt=_sslopt(self._api.http.verify),
+                sslopt=self._api.http.websocket_sslopt(),
             )
         except websocket.WebSocketTimeoutException as e:
             raise NubladoTimeoutError(
@@ -270,15 +279,6 @@ class JupyterLabSessionManager:
                     raise
                 self._api.delete_kernel(kernel_id)
             self._logger.debug("Deleted lab session", user=self.username, session=session_id)
-
-
-def _sslopt(verify: Union[bool, str]) -> Dict[str, Any]:
-    # The handshake must trust exactly what the HTTP requests trust.
-    if verify is True:
-        return {}
-    if verify is False:
-        return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
-    return {"ca_certs": verify}
 
 
 def open_lab_session(

@@ -208,3 +208,32 @@ def test_ctrl_c_interrupts_and_cleans_up(stock_server: JupyterServer) -> None:
     assert process.returncode == 130, stderr
     assert stock_server.sessions() == []
     assert stock_server.kernels() == []
+
+
+def test_sigterm_cleans_up_like_ctrl_c(stock_server: JupyterServer) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
+    env.update(server_env(stock_server))
+    code = "print('started', flush=True)\nimport time\ntime.sleep(120)"
+    with subprocess.Popen(
+        [sys.executable, "-m", "nublado_sync", "run", *server_args(stock_server), "-c", code],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "started\n"
+        process.terminate()
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stderr
+    assert stock_server.sessions() == []
+
+
+def test_unwritable_notebook_path_is_refused_before_running(tmp_path: Path) -> None:
+    target = tmp_path / "missing-dir" / "out.ipynb"
+    result = nublado_sync(
+        "run", "--local", str(EXAMPLES / "hello.ipynb"), "--save-notebook", str(target)
+    )
+    assert result.returncode == 2
+    assert "cannot write" in result.stderr
+    assert "Started local Jupyter server" not in result.stderr

@@ -111,3 +111,41 @@ def test_ctrl_c_in_a_lab_leaves_no_session(hub: TestHub) -> None:
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert hub.lab_sessions("bob") == []
+
+
+def test_run_waits_for_a_lab_still_starting(hub: TestHub) -> None:
+    env = env_for(hub, "carol")
+    hub.set_spawn_behaviour("carol", delay=3)
+    try:
+        spawn = nublado_sync("spawn", "--no-wait", env=env)
+        assert spawn.returncode == 0, spawn.stderr
+        result = nublado_sync("run", "--stop", "-c", "print('waited')", env=env)
+    finally:
+        hub.set_spawn_behaviour("carol")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "waited\n"
+    # --stop leaves alone a lab this command did not spawn.
+    assert nublado_sync("status", env=env).stdout == "running\n"
+    always = nublado_sync("run", "--stop-always", "-c", "print(1)", env=env)
+    assert always.returncode == 0, always.stderr
+    assert nublado_sync("stop", "--wait", env=env).returncode == 0
+
+
+def test_fast_spawn_failure_is_a_spawn_failure(hub: TestHub) -> None:
+    # A spawn failing within a second makes the hub answer the form with 500.
+    hub.set_spawn_behaviour("carol", fail=True)
+    try:
+        result = nublado_sync("run", "-c", "print(1)", env=env_for(hub, "carol"))
+    finally:
+        hub.set_spawn_behaviour("carol")
+    assert result.returncode == 4, result.stderr
+
+
+def test_status_json_on_failure(hub: TestHub) -> None:
+    env = env_for(hub, "alice")
+    env["NUBLADO_TOKEN"] = "wrong"
+    result = nublado_sync("status", "--json", env=env)
+    assert result.returncode == 5
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert report["error"]["type"] == "NubladoWebError"
