@@ -26,7 +26,7 @@ import signal
 import sys
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Union
 
 import structlog
 
@@ -245,8 +245,12 @@ def _client(args: argparse.Namespace, logger: Logger) -> NubladoClient:
         hub_url=args.hub_url or os.environ.get(ENV_HUB_URL) or None,
         logger=logger,
         timeout=args.http_timeout,
-        verify=args.ca_bundle or True,
+        verify=_ca_bundle(args),
     )
+
+
+def _ca_bundle(args: argparse.Namespace) -> Union[bool, str]:
+    return os.path.expanduser(args.ca_bundle) if args.ca_bundle else True
 
 
 def _image(args: argparse.Namespace) -> NubladoImage:
@@ -305,7 +309,7 @@ def _read_source(args: argparse.Namespace) -> tuple[str, Optional[str]]:
     if args.file == "-":
         return sys.stdin.read(), None
     try:
-        text = Path(args.file).read_text(encoding="utf-8")
+        text = Path(args.file).expanduser().read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise _UsageError(f"cannot read {args.file}: {e}") from None
     return text, (Path(args.file).name if args.file.endswith(".ipynb") else None)
@@ -314,8 +318,9 @@ def _read_source(args: argparse.Namespace) -> tuple[str, Optional[str]]:
 class _Runner:
     """Runs the code or notebook in a session and reports it."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, logger: Logger) -> None:
         self.args = args
+        self.logger = logger
         self.report: Dict[str, Any] = {}
 
     def _echo(self, output: Dict[str, Any]) -> None:
@@ -340,7 +345,12 @@ class _Runner:
                 text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
             )
         except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
-            self._save(e.notebook)
+            # The notebook's failure is the news; a failure to save it too
+            # is only logged.
+            try:
+                self._save(e.notebook)
+            except _UsageError as save_error:
+                self.logger.warning("Could not save the notebook", error=str(save_error))
             raise
         self._save(executed)
 
@@ -371,10 +381,12 @@ def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> N
     if args.save_notebook is not None:
         if notebook is None:
             raise _UsageError("--save-notebook needs a .ipynb notebook to run")
-        folder = args.save_notebook.expanduser().resolve().parent
+        target = args.save_notebook.expanduser().resolve()
         # Checked first: finding out after an hour of work is too late.
-        if not folder.is_dir() or not os.access(folder, os.W_OK):
-            raise _UsageError(f"cannot write the notebook into {folder}")
+        if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
+            raise _UsageError(f"cannot write the notebook to {target}")
+        if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+            raise _UsageError(f"cannot write the notebook into {target.parent}")
     if args.local:
         with local_jupyter_server(kernel_name=args.kernel, logger=logger) as server:
             manager = open_lab_session(
@@ -390,7 +402,7 @@ def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> N
             kernel_name=args.kernel,
             notebook_name=notebook,
             timeout=args.http_timeout,
-            verify=args.ca_bundle or True,
+            verify=_ca_bundle(args),
             logger=logger,
         )
         _run_in(manager, runner, text, notebook)
@@ -480,11 +492,12 @@ def _reported(
         terminated = isinstance(e, _Terminated)
         status[0] = ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
         what = "terminated" if terminated else "interrupted"
-        report["error"] = {"type": type(e).__name__, "message": what}
+        report["error"] = {"type": "Terminated" if terminated else "Interrupted", "message": what}
         logger.warning(f"{what.capitalize()}; the kernel was interrupted and the session deleted")
     except (NubladoError, _UsageError) as e:
         status[0] = _exit_code(e)
-        report["error"] = {"type": type(e).__name__, "message": strip_ansi(str(e))}
+        kind = "UsageError" if isinstance(e, _UsageError) else type(e).__name__
+        report["error"] = {"type": kind, "message": strip_ansi(str(e))}
         result = getattr(e, "result", None)
         if isinstance(result, ExecutionResult):
             report.update(_result_json(result))
@@ -520,7 +533,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     report: Dict[str, Any] = {}
     with _reported(args, logger, report) as status:
         if args.command == "run":
-            runner = _Runner(args)
+            runner = _Runner(args, logger)
             runner.report = report
             _command_run(args, logger, runner)
         elif args.command == "spawn":

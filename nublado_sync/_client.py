@@ -64,8 +64,11 @@ class NubladoClient:
     timeout
         Timeout of each HTTP request (connect, and each read).
     verify
-        TLS verification: `True` (the default), or the path of a CA bundle
-        for servers with a private certificate authority.
+        TLS verification: `True` (the default: requests' choice, which is
+        ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` when set, else
+        certifi's bundle), or the path of a CA bundle for servers with a
+        private certificate authority. HTTP and the kernel WebSocket trust
+        the same certificates.
 
     Raises
     ------
@@ -450,7 +453,10 @@ class NubladoClient:
     def auth_to_lab(self) -> None:
         """Log in to the user's lab (the OAuth round trip through the hub).
 
-        Call it again to refresh an expired lab login before long work.
+        Lab calls log in again by themselves when they find the login
+        expired (a redirect or a 403), so calling it again is optional. The
+        first call is needed: with per-user subdomains it is how the client
+        learns the lab's host.
 
         Raises
         ------
@@ -539,8 +545,8 @@ class NubladoClient:
     ) -> JupyterLabSessionManager:
         """Return a context manager for a kernel session in the user's lab.
 
-        Log in to the lab with `auth_to_lab` first. The session is created
-        on entry and always deleted on exit.
+        Log in to the lab with `auth_to_lab` once before. The session is
+        created on entry and always deleted on exit.
 
         Parameters
         ----------

@@ -187,9 +187,9 @@ class JupyterLabSessionManager:
         try:
             return self._negotiate(deadline)
         except NubladoWebSocketError as e:
-            # An expired lab login fails the upgrade's XSRF or login check;
-            # log in again once, as for the REST calls.
-            if e.code != 403 or not self._api.relogin():
+            # An expired lab login fails the upgrade's XSRF or login check,
+            # or redirects it into OAuth; log in again once, as for REST.
+            if e.code not in (302, 403) or not self._api.relogin():
                 raise
             return self._negotiate(deadline)
 
@@ -244,6 +244,12 @@ class JupyterLabSessionManager:
                 code=e.status_code,
             ) from None
         except websocket.WebSocketException as e:
+            if "redirect" in str(e).lower():
+                # Redirects are not followed (they would carry the token);
+                # a lab redirects the upgrade when its login has expired.
+                raise NubladoWebSocketError(
+                    "WebSocket upgrade was redirected", self.username, code=302
+                ) from None
             if type(e) is websocket.WebSocketException and subprotocols:
                 raise _SubprotocolRefusedError from None
             raise self._open_error(e) from None
