@@ -67,8 +67,14 @@ nitpick_ignore = [
     ("py:class", "datetime.timedelta"),
     ("py:obj", "True"),
     ("py:obj", "False"),
+    ("py:obj", "datetime.timedelta"),
+    ("py:obj", "exec"),
+    ("py:obj", "socket.getaddrinfo"),
+    ("py:obj", "socket.gethostbyname"),
     # websocket-client.
     ("py:class", "websocket.WebSocket"),
+    # The testing kit's private request type (MockJupyter.handle).
+    ("py:class", "nublado_sync.testing._server.Request"),
 ]
 
 # -- HTML --------------------------------------------------------------------
