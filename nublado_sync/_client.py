@@ -6,9 +6,7 @@ import contextlib
 import datetime
 import time
 from types import TracebackType
-from typing import Any, Callable, Dict, Iterator, List, Optional, Type, Union
-
-import requests
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Type, Union
 
 from ._deadline import Deadline
 from ._discovery import DiscoveryClient
@@ -28,6 +26,9 @@ from ._logging import Logger, default_logger
 from ._models import NotebookExecutionError, NotebookExecutionResult, SpawnProgressMessage
 from ._session_manager import JupyterLabSessionManager
 from ._sse import SSEParser, parse_progress_event
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["NubladoClient"]
 

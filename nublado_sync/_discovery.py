@@ -9,8 +9,6 @@ import threading
 import time
 from typing import Any, Optional, Union
 
-import requests
-
 from ._exceptions import NubladoDiscoveryError
 from ._logging import Logger, default_logger
 
@@ -112,6 +110,8 @@ class DiscoveryClient:
                 "No hub URL given and REPERTOIRE_BASE_URL is not set for service discovery"
             )
         url = base.rstrip("/") + "/discovery"
+        import requests  # on first use, see _http
+
         try:
             response = requests.get(
                 url, timeout=self._timeout, verify=self._verify, allow_redirects=False

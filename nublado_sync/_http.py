@@ -11,16 +11,16 @@ and the lab's separate XSRF tokens, read from every hop of a redirect chain.
 from __future__ import annotations
 
 import os
-import ssl
 from collections import Counter
-from typing import Any, Collection, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Collection, Dict, Mapping, Optional, Union
 from urllib.parse import urljoin, urlsplit
-
-import requests
 
 from ._exceptions import NubladoRedirectError, NubladoWebError
 from ._logging import Logger
 from ._redact import redact_secrets, redact_url
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["BearerAuth", "HTTPSession", "URLSpace"]
 
@@ -80,8 +80,11 @@ class URLSpace:
         return None
 
 
-class BearerAuth(requests.auth.AuthBase):
-    """Adds ``Authorization: Bearer``; set per request so ``.netrc`` can't override it."""
+class BearerAuth:
+    """Adds ``Authorization: Bearer``; set per request so ``.netrc`` can't override it.
+
+    requests accepts any callable as ``auth``.
+    """
 
     def __init__(self, token: str) -> None:
         self._token = token
@@ -120,6 +123,10 @@ class HTTPSession:
         verify: Union[bool, str] = True,
         logger: Logger,
     ) -> None:
+        # Imported on first use: `import nublado_sync` stays cheap for cold
+        # starts (cron), and requests is the largest import of all.
+        import requests
+
         self.user = user
         self.timeout = timeout
         self.session = requests.Session()
@@ -148,6 +155,8 @@ class HTTPSession:
         """
         if self.verify is not True:
             return self.verify
+        import requests
+
         return (
             os.environ.get("REQUESTS_CA_BUNDLE")
             or os.environ.get("CURL_CA_BUNDLE")
@@ -161,6 +170,8 @@ class HTTPSession:
         requests uses certifi, and a lab could accept the login but refuse
         the kernel connection.
         """
+        import ssl  # on first use, as requests
+
         bundle = self.ca_bundle()
         if bundle is False:
             return {"cert_reqs": ssl.CERT_NONE, "check_hostname": False}
@@ -219,6 +230,8 @@ class HTTPSession:
         NubladoWebError
             The request failed or its status is not in ``ok``.
         """
+        import requests
+
         read_timeout = self.timeout if timeout is None else timeout
         try:
             response = self.session.request(
@@ -252,6 +265,8 @@ class HTTPSession:
 
     def status_error(self, response: requests.Response) -> NubladoWebError:
         """Build the exception for a response with an unexpected status."""
+        import requests
+
         method = response.request.method or "GET"
         url = redact_url(response.url or "")
         try:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Optional, Tuple
 from urllib.parse import quote, urlsplit, urlunsplit
-
-import requests
-from requests.cookies import get_cookie_header
 
 from ._exceptions import NubladoProtocolError, NubladoWebError
 from ._http import HTTPSession
+
+if TYPE_CHECKING:
+    import requests
 
 __all__ = ["LabAPI"]
 
@@ -274,6 +274,9 @@ class LabAPI:
         """Return this client's cookies for the handshake (never a global jar)."""
         # Let the cookie jar apply its own domain, path and secure rules to
         # the HTTP twin of the WebSocket URL.
+        import requests  # on first use, see _http
+        from requests.cookies import get_cookie_header
+
         request = requests.Request("GET", self.url(f"api/kernels/{kernel_id}/channels"))
         header: Optional[str] = get_cookie_header(  # type: ignore[no-untyped-call]
             self.http.session.cookies, request.prepare()

@@ -16,8 +16,6 @@ import threading
 import time
 from typing import IO, Iterator, List, Optional
 
-import requests
-
 from ._deadline import Deadline
 from ._exceptions import NubladoError, NubladoTimeoutError, NubladoUsageError
 from ._logging import Logger, default_logger
@@ -116,7 +114,7 @@ def local_jupyter_server(
     """
     logger = logger or default_logger()
     try:
-        import jupyter_server  # noqa: F401, PLC0415
+        import jupyter_server  # noqa: F401
     except ImportError:
         raise NubladoUsageError(
             "Local mode needs jupyter_server and ipykernel: pip install 'nublado_sync[local]'"
@@ -170,6 +168,8 @@ def local_jupyter_server(
 
 
 def _wait_until_listening(url: str, token: str, deadline: Deadline) -> None:
+    import requests  # on first use, see _http
+
     with requests.Session() as http:
         while True:
             try:

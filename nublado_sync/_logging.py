@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-import structlog
-
 __all__ = ["Logger", "debug_enabled", "default_logger"]
 
 
@@ -32,6 +30,8 @@ def default_logger() -> Logger:
     last-resort handler), and debug calls stop at a cheap level check. An
     application that configures structlog injects its own logger instead.
     """
+    import structlog  # on first use: an injected logger never needs it
+
     logger: Logger = structlog.wrap_logger(
         logging.getLogger("nublado_sync"),
         wrapper_class=structlog.stdlib.BoundLogger,

@@ -6,9 +6,7 @@ import datetime
 import threading
 import time
 import uuid
-from typing import Any, Mapping, NoReturn, Optional, Union
-
-import websocket
+from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Optional, Union
 
 from ._deadline import Deadline
 from ._exceptions import (
@@ -28,6 +26,9 @@ from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
 from ._notebook import execute_notebook
 from ._transport import KernelSocket
+
+if TYPE_CHECKING:
+    import websocket
 
 __all__ = ["JupyterLabSession"]
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from types import TracebackType
-from typing import Any, List, Optional, Type, Union
-
-import websocket
+from typing import TYPE_CHECKING, Any, List, Optional, Type, Union
 
 from ._deadline import Deadline
 from ._exceptions import (
@@ -22,6 +20,9 @@ from ._logging import Logger, default_logger
 from ._redact import redact_url
 from ._session import JupyterLabSession
 from ._wire import V1_SUBPROTOCOL
+
+if TYPE_CHECKING:
+    import websocket
 
 __all__ = ["JupyterLabSessionManager", "open_lab_session"]
 
@@ -210,6 +211,9 @@ class JupyterLabSessionManager:
     def _handshake(
         self, deadline: Deadline, subprotocols: Optional[List[str]]
     ) -> websocket.WebSocket:
+        # Imported on first use: `import nublado_sync` stays cheap for cold starts.
+        import websocket
+
         assert self._kernel_id is not None
         client_id = uuid.uuid4().hex
         url = self._api.channels_url(self._kernel_id, client_id)

@@ -13,14 +13,20 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Optional
-
-import websocket
-from structlog.typing import FilteringBoundLogger
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._exceptions import NubladoProtocolError, NubladoWebSocketError
+from ._logging import Logger
 from ._messages import KernelMessage
 from ._wire import V1_SUBPROTOCOL, decode_legacy, decode_v1, encode_legacy, encode_v1
+
+if TYPE_CHECKING:
+    import websocket
+
+# RFC 6455 opcodes (websocket-client is imported lazily, see send).
+_OPCODE_TEXT = 0x1
+_OPCODE_BINARY = 0x2
+_OPCODE_CLOSE = 0x8
 
 __all__ = ["KernelSocket"]
 
@@ -115,7 +121,7 @@ class KernelSocket:
         ws: websocket.WebSocket,
         *,
         user: str,
-        logger: FilteringBoundLogger,
+        logger: Logger,
         keepalive_interval: Optional[float],
         max_message_size: Optional[int] = None,
         prompt_acks: bool = True,
@@ -165,6 +171,10 @@ class KernelSocket:
         NubladoWebSocketError
             The connection is closed or broken, or sending timed out.
         """
+        # Imported here, not at the top: the connection exists, so this is
+        # only a lookup, and `import nublado_sync` stays cheap for cold starts.
+        import websocket
+
         try:
             self._ws.settimeout(None if timeout is None else max(timeout, _MIN_TIMEOUT))
             if self.is_v1:
@@ -203,6 +213,8 @@ class KernelSocket:
         NubladoProtocolError
             The frame could not be decoded.
         """
+        import websocket  # a lookup: see send
+
         try:
             self._ws.settimeout(max(timeout, _MIN_TIMEOUT))
             opcode, frame = self._ws.recv_data_frame(control_frame=True)
@@ -213,20 +225,20 @@ class KernelSocket:
         except (websocket.WebSocketException, OSError) as e:
             raise self._error(f"Connection failed: {type(e).__name__}: {e}") from e
         data = frame.data
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
+        if opcode == _OPCODE_CLOSE:
             raise self._close_error(data)
         if ack and self._prompt_acks and self._idle():
             self.pong()
         if self._max_size is not None and len(data) > self._max_size:
             raise self._error(f"Message of {len(data)} bytes exceeds the limit of {self._max_size}")
-        if opcode == websocket.ABNF.OPCODE_BINARY:
+        if opcode == _OPCODE_BINARY:
             # A server behind a proxy that lost the subprotocol reply may
             # still speak v1; its frames start with a small little-endian
             # count, legacy binary frames with a big-endian one.
             if self.is_v1 or data[:1] != b"\0":
                 return decode_v1(data)
             return decode_legacy(data)
-        if opcode == websocket.ABNF.OPCODE_TEXT:
+        if opcode == _OPCODE_TEXT:
             try:
                 text = data.decode() if isinstance(data, bytes) else data
             except UnicodeDecodeError as e:
@@ -259,6 +271,8 @@ class KernelSocket:
 
     def pong(self) -> None:
         """Send an unsolicited pong frame; errors are left for the next read."""
+        import websocket  # a lookup: see send
+
         with contextlib.suppress(websocket.WebSocketException, OSError):
             self._ws.pong(b"")
 

@@ -776,7 +776,7 @@ def running_hub(
         _write_kernelspec(tmp / "jupyter" / "path")
         # Imported here, not at the top: the hub loads this file by path,
         # outside the tests package.
-        from . import rubin_execution  # noqa: PLC0415
+        from . import rubin_execution
 
         (tmp / "pylib").mkdir()
         rubin_module = None
@@ -1004,13 +1004,13 @@ def _hub_plugins(settings: dict[str, Any]) -> tuple[type, type]:
     tuple of type
         The authenticator class and the spawner class.
     """
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    from jupyterhub.auth import Authenticator  # noqa: PLC0415
-    from jupyterhub.handlers.base import BaseHandler  # noqa: PLC0415
-    from jupyterhub.spawner import SimpleLocalProcessSpawner  # noqa: PLC0415
-    from jupyterhub.utils import url_path_join  # noqa: PLC0415
-    from tornado import web  # noqa: PLC0415
+    from jupyterhub.auth import Authenticator
+    from jupyterhub.handlers.base import BaseHandler
+    from jupyterhub.spawner import SimpleLocalProcessSpawner
+    from jupyterhub.utils import url_path_join
+    from tornado import web
 
     token_users: dict[str, str] = settings["tokens"]
     state_dir = Path(settings["state_dir"])
