@@ -1,0 +1,555 @@
+"""Run the benchmark suite: ``python -m bench`` from the repository root.
+
+Every competitor runs in its own subprocess (``bench/drivers/``), one
+scenario per process, against the same servers on 127.0.0.1 and the same
+``lsst`` kernelspec; this process only starts the servers, runs the drivers
+one at a time, and writes the results (JSON), the docs page and the chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import inspect
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from . import _envs, _report, _servers
+
+DRIVERS = _envs.BENCH / "drivers"
+RESULTS = _envs.BENCH / "results"
+DOCS_PAGE = _envs.REPO / "docs" / "benchmarks.rst"
+CHART = _envs.REPO / "docs" / "_static" / "benchmarks.png"
+DRIVER_TIMEOUT = 900.0
+
+FULL: Dict[str, Any] = {
+    "latency": {"warmup": 30, "runs": 300, "cpu_block": 30},
+    "output": {"size": 50_000_000, "processes": 3},
+    "prints": {"count": 200_000, "processes": 3},
+    "session": {"reps": 3},
+    "concurrent": {"threads": 8, "warmup": 5, "runs": 30},
+    "import": {"reps": 8},
+    "oneshot": {"reps": 3},
+}
+QUICK: Dict[str, Any] = {
+    "latency": {"warmup": 3, "runs": 20, "cpu_block": 10},
+    "output": {"size": 1_000_000, "processes": 1},
+    "prints": {"count": 2_000, "processes": 1},
+    "session": {"reps": 1},
+    "concurrent": {"threads": 2, "warmup": 1, "runs": 5},
+    "import": {"reps": 2},
+    "oneshot": {"reps": 1},
+    # Two of the four targets still start both labs and a proxy.
+    "latency_targets": ["default-direct", "nodelay-proxy"],
+    # jupyter-kernel-client takes 10 s to close a session: latency only.
+    "latency_only": ["jkc"],
+}
+SCENARIOS = ("latency", "output", "prints", "session", "concurrent", "import", "oneshot")
+
+
+def log(message: str) -> None:
+    stamp = datetime.datetime.now().strftime("%H:%M:%S")
+    print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Client:
+    key: str
+    label: str
+    python: str
+    driver: str
+    import_code: str
+    extra: Dict[str, Any] = field(default_factory=dict)
+    info: Dict[str, Any] = field(default_factory=dict)
+
+
+def _native_pong_default() -> Optional[bool]:
+    """The package's ``prompt_acks`` default, or `None` without the option."""
+    import nublado_sync
+
+    param = inspect.signature(nublado_sync.JupyterLabSession).parameters.get("prompt_acks")
+    if param is None:
+        return None
+    return bool(param.default)
+
+
+def make_clients(
+    wanted: List[str], failures: List[Dict[str, Any]], pong_impl: str
+) -> Dict[str, Client]:
+    main_python = sys.executable
+    clients: Dict[str, Client] = {}
+    pong_tag = "" if pong_impl != "emulated" else ", emulated"
+    if "ns" in wanted:
+        clients["ns_pong"] = Client(
+            "ns_pong",
+            f"nublado_sync (pong{pong_tag})",
+            main_python,
+            "nublado_sync_driver.py",
+            "import nublado_sync",
+            {"pong": True, "pong_impl": pong_impl},
+        )
+        clients["ns_nopong"] = Client(
+            "ns_nopong",
+            "nublado_sync (no pong)",
+            main_python,
+            "nublado_sync_driver.py",
+            "import nublado_sync",
+            {"pong": False, "pong_impl": pong_impl},
+        )
+    optional: List[tuple[str, _envs.EnvSpec, str, str, str]] = [
+        (
+            "rnc",
+            _envs.RNC,
+            "rubin-nublado-client",
+            "rnc_driver.py",
+            "import rubin.nublado.client",
+        ),
+        (
+            "jkc",
+            _envs.JKC,
+            "jupyter-kernel-client",
+            "jkc_driver.py",
+            "import jupyter_kernel_client",
+        ),
+    ]
+    for key, spec, label, driver, import_code in optional:
+        if key not in wanted:
+            continue
+        try:
+            python = str(_envs.ensure(spec, log))
+        except Exception as e:
+            log(f"{label}: environment failed: {e}")
+            failures.append({"client": key, "scenario": "install", "error": str(e)})
+            continue
+        clients[key] = Client(key, label, python, driver, import_code)
+    if "zmq" in wanted:
+        clients["zmq"] = Client(
+            "zmq",
+            "ZMQ floor (jupyter_client)",
+            main_python,
+            "zmq_driver.py",
+            "from jupyter_client.blocking import BlockingKernelClient",
+        )
+    return clients
+
+
+def run_driver(
+    client: Client, scenario: str, target: _servers.Target, params: Dict[str, Any]
+) -> Dict[str, Any]:
+    """Run one scenario in a fresh driver process; return its result.
+
+    Raises
+    ------
+    RuntimeError
+        The driver failed or printed no result.
+    """
+    config = {
+        "scenario": scenario,
+        "url": target.url,
+        "token": target.token,
+        "runtime_dir": target.runtime_dir,
+        "params": params,
+        **client.extra,
+    }
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [client.python, str(DRIVERS / client.driver)],
+            input=json.dumps(config),
+            capture_output=True,
+            text=True,
+            timeout=DRIVER_TIMEOUT,
+            cwd=DRIVERS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"driver timed out after {DRIVER_TIMEOUT:.0f} s") from None
+    wall = time.perf_counter() - start
+    result: Optional[Dict[str, Any]] = None
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH-RESULT "):
+            result = json.loads(line[len("BENCH-RESULT ") :])
+    if result is None:
+        tail = "\n".join(done.stderr.splitlines()[-20:])
+        raise RuntimeError(f"driver exited {done.returncode} without a result:\n{tail}")
+    if "error" in result:
+        raise RuntimeError(result["error"] + "\n" + result.get("traceback", ""))
+    result["process_wall_s"] = wall
+    if result.get("client_info"):
+        client.info.update(result["client_info"])
+    return result
+
+
+class Runner:
+    """Runs jobs, records their results and failures, and keeps servers clean."""
+
+    def __init__(self, targets: Dict[str, _servers.Target]) -> None:
+        self.targets = targets
+        self.failures: List[Dict[str, Any]] = []
+        self.raw: Dict[str, Any] = {}
+        self.loads: List[float] = []
+
+    def has(self, scenario: str, target_key: str, client_key: str) -> bool:
+        return client_key in self.raw.get(scenario, {}).get(target_key, {})
+
+    def job(
+        self,
+        client: Client,
+        scenario: str,
+        target_key: str,
+        params: Dict[str, Any],
+        store: Optional[str] = None,
+    ) -> Optional[Dict[str, Any]]:
+        target = self.targets[target_key]
+        name = store or scenario
+        log(f"{name:<10} {target_key:<15} {client.label}")
+        load = os.getloadavg()[0]
+        self.loads.append(load)
+        try:
+            result = run_driver(client, scenario, target, params)
+            result["loadavg_1m_before"] = load
+        except Exception as e:
+            log(f"  FAILED: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            self.failures.append(
+                {"client": client.key, "scenario": name, "target": target_key, "error": str(e)}
+            )
+            result = None
+        finally:
+            with contextlib.suppress(Exception):
+                target.server.delete_all()
+        if result is not None:
+            self.raw.setdefault(name, {}).setdefault(target_key, {}).setdefault(
+                client.key, []
+            ).append(result)
+        return result
+
+
+def measure_imports(clients: Dict[str, Client], reps: int) -> Dict[str, Any]:
+    """Wall time of a fresh interpreter importing each client, minus a bare one."""
+
+    def wall(python: str, code: str) -> float:
+        start = time.perf_counter()
+        subprocess.run([python, "-c", code], check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    seen: Dict[str, str] = {}
+    for client in clients.values():
+        seen.setdefault(client.import_code + client.python, client.key)
+    keys = list(dict.fromkeys(seen.values()))
+    result: Dict[str, Any] = {
+        key: {"import_s": [], "bare_s": [], "net_s": [], "code": clients[key].import_code}
+        for key in keys
+    }
+    for key in keys:  # warm the page cache and the bytecode caches
+        wall(clients[key].python, clients[key].import_code)
+    for _ in range(reps):
+        for key in keys:
+            client = clients[key]
+            bare = wall(client.python, "pass")
+            full = wall(client.python, client.import_code)
+            result[key]["bare_s"].append(bare)
+            result[key]["import_s"].append(full)
+            result[key]["net_s"].append(full - bare)
+    log("imports measured")
+    return result
+
+
+def measure_cli(target: _servers.Target, reps: int) -> Dict[str, Any]:
+    """Wall time of a cold ``nublado-sync run --server-url URL -c 'print(1)'``."""
+    command = str(Path(sys.executable).parent / "nublado-sync")
+    env = dict(os.environ, NUBLADO_TOKEN=target.token)
+    walls, ok = [], True
+    for _ in range(reps):
+        start = time.perf_counter()
+        done = subprocess.run(
+            [command, "run", "--server-url", target.url, "-c", "print(1)"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        walls.append(time.perf_counter() - start)
+        ok = ok and done.returncode == 0 and done.stdout.strip() == "1"
+        if done.returncode != 0:
+            raise RuntimeError(f"nublado-sync exited {done.returncode}: {done.stderr[-2000:]}")
+    log("nublado-sync CLI measured")
+    return {"wall_s": walls, "output_ok": ok}
+
+
+def run_all(
+    args: argparse.Namespace, params: Dict[str, Any], clients: Dict[str, Client]
+) -> Dict[str, Any]:
+    scenarios = args.scenarios
+    with _servers.running_targets(proxy=not args.no_proxy) as targets:
+        log("servers: " + ", ".join(f"{k} {t.url}" for k, t in targets.items()))
+        runner = Runner(targets)
+        ref = clients.get(args.reference)
+        if "latency" in scenarios:
+            for target_key in [t for t in params.get("latency_targets") or targets if t in targets]:
+                for client in clients.values():
+                    if client.key != "zmq":
+                        runner.job(client, "latency", target_key, params["latency"])
+                # The ZMQ floor goes straight to the kernel: once per lab.
+                lab_direct = target_key.split("-")[0] + "-direct"
+                if "zmq" in clients and not runner.has("latency", lab_direct, "zmq"):
+                    runner.job(clients["zmq"], "latency", lab_direct, params["latency"])
+        others = {k: c for k, c in clients.items() if k not in params.get("latency_only", [])}
+        # Both nublado_sync variants where the pong matters (many small
+        # messages); the reference one elsewhere.
+        ws_clients = [c for k, c in others.items() if k != "zmq"]
+        main_clients = [c for c in others.values() if c.key in (args.reference, "rnc", "jkc")]
+        if "zmq" in others:
+            main_clients.append(others["zmq"])
+        for name, key in (("output", "size"), ("prints", "count")):
+            if name not in scenarios:
+                continue
+            for client in main_clients:
+                for _ in range(params[name]["processes"]):
+                    runner.job(
+                        client,
+                        "output",
+                        "default-direct",
+                        {key: params[name][key], "reps": 1},
+                        store=name,
+                    )
+        if "session" in scenarios:
+            for client in main_clients:
+                runner.job(client, "session", "default-direct", params["session"])
+        if "concurrent" in scenarios:
+            for client in [*ws_clients, *([others["zmq"]] if "zmq" in others else [])]:
+                runner.job(client, "concurrent", "default-direct", params["concurrent"])
+        if "oneshot" in scenarios:
+            for client in main_clients:
+                for _ in range(params["oneshot"]["reps"]):
+                    runner.job(client, "oneshot", "default-direct", {})
+            if ref is not None:
+                try:
+                    runner.raw["cli"] = measure_cli(
+                        targets["default-direct"], params["oneshot"]["reps"]
+                    )
+                except Exception as e:
+                    runner.failures.append(
+                        {
+                            "client": "cli",
+                            "scenario": "cli",
+                            "target": "default-direct",
+                            "error": str(e),
+                        }
+                    )
+        if "import" in scenarios:
+            # One nublado_sync row: both variants import the same package.
+            runner.raw["import"] = measure_imports(
+                {
+                    k: c
+                    for k, c in clients.items()
+                    if not (k.startswith("ns_") and k != args.reference)
+                },
+                params["import"]["reps"],
+            )
+        nodelay = _servers.nodelay_seen(targets["nodelay-direct"].server)
+        return {
+            "raw": runner.raw,
+            "failures": runner.failures,
+            "targets": {k: {"lab": t.lab, "via": t.via} for k, t in targets.items()},
+            "nodelay_confirmed": nodelay,
+            "loads": runner.loads,
+        }
+
+
+def machine_facts() -> Dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def server_versions() -> Dict[str, Optional[str]]:
+    py = sys.executable
+    return {
+        name: _envs.package_version(py, name)
+        for name in ("jupyter_server", "ipykernel", "tornado", "pyzmq", "websocket-client")
+    }
+
+
+def chp_version() -> Optional[str]:
+    package = _envs.REPO / ".venv" / "chp" / "node_modules" / "configurable-http-proxy"
+    with contextlib.suppress(OSError, ValueError):
+        version: str = json.loads((package / "package.json").read_text())["version"]
+        return version
+    return None
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run",
+        description=(
+            "Benchmark nublado_sync against rubin-nublado-client, jupyter-kernel-client"
+            " and jupyter_client over ZMQ, on real servers on 127.0.0.1."
+        ),
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=(
+            "smoke run: tiny sizes and counts; writes bench/results/quick.json and no docs"
+            " (as does any partial run)"
+        ),
+    )
+    parser.add_argument("--out", type=Path, help="results JSON (default: results/latest.json)")
+    parser.add_argument(
+        "--docs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="regenerate docs/benchmarks.rst and the chart (default: on, off with --quick)",
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="regenerate the docs page and chart from the results JSON without running",
+    )
+    parser.add_argument(
+        "--clients",
+        default="ns,rnc,jkc,zmq",
+        help="comma-separated subset of ns,rnc,jkc,zmq (default: all)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated subset of {','.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--pong-impl",
+        choices=("auto", "native", "emulated"),
+        default="auto",
+        help=(
+            "how nublado_sync sends the pong: its prompt_acks option (native) or the"
+            " driver's emulation; auto uses the option when the package has it"
+        ),
+    )
+    parser.add_argument("--no-proxy", action="store_true", help="skip the proxy targets")
+    args = parser.parse_args(argv)
+    args.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    complete = (
+        set(args.clients) == {"ns", "rnc", "jkc", "zmq"}
+        and set(args.scenarios) == set(SCENARIOS)
+        and not args.no_proxy
+        and args.pong_impl == "auto"
+    )
+    if args.docs is None:
+        # The page shows a complete run only, unless asked.
+        args.docs = complete and not args.quick and args.out is None
+    if args.out is None:
+        args.out = RESULTS / ("latest.json" if complete and not args.quick else "quick.json")
+    return args
+
+
+def render(results: Dict[str, Any], log_fn: Callable[[str], None] = log) -> None:
+    DOCS_PAGE.write_text(_report.render_rst(results, chart=CHART.name))
+    log(f"wrote {DOCS_PAGE.relative_to(_envs.REPO)}")
+    try:
+        plot_python = _envs.ensure(_envs.PLOT, log_fn)
+        CHART.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [str(plot_python), str(_envs.BENCH / "_plot.py"), "-", str(CHART)],
+            input=json.dumps(results),
+            text=True,
+            check=True,
+        )
+        log(f"wrote {CHART.relative_to(_envs.REPO)}")
+    except Exception as e:
+        log(f"chart failed: {e}")
+        raise
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.render_only:
+        results = json.loads(args.out.read_text())
+        render(results)
+        return 0
+    started = time.monotonic()
+    load_start = os.getloadavg()[0]
+    params = QUICK if args.quick else FULL
+    failures: List[Dict[str, Any]] = []
+    native_default = _native_pong_default()
+    pong_impl = args.pong_impl
+    if pong_impl == "auto":
+        pong_impl = "native" if native_default is not None else "emulated"
+    # The nublado_sync row the ratios are taken to: the package as it comes.
+    args.reference = "ns_pong" if (native_default and pong_impl == "native") else "ns_nopong"
+    clients = make_clients(args.clients, failures, pong_impl)
+    if args.docs:
+        try:
+            _envs.ensure(_envs.PLOT, log)
+        except Exception as e:
+            log(f"matplotlib environment failed, no chart: {e}")
+    run = run_all(args, params, clients)
+    duration = time.monotonic() - started
+    results = _report.assemble(
+        raw=run["raw"],
+        clients={
+            k: {
+                "label": c.label,
+                "python": _envs.python_version(c.python),
+                **c.info,
+            }
+            for k, c in clients.items()
+        },
+        reference=args.reference if args.reference in clients else None,
+        meta={
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": duration,
+            "quick": args.quick,
+            "params": params,
+            "machine": {
+                **machine_facts(),
+                "loadavg": [load_start, os.getloadavg()[0]],
+                "loadavg_jobs": [min(run["loads"] or [0]), max(run["loads"] or [0])],
+            },
+            "servers": server_versions(),
+            "configurable_http_proxy": chp_version(),
+            "targets": run["targets"],
+            "nodelay_confirmed": run["nodelay_confirmed"],
+            "pong_impl": pong_impl,
+            "prompt_acks_option": native_default is not None,
+            "prompt_acks_default": native_default,
+            "failures": failures + run["failures"],
+            "command": "bench/run" + (" --quick" if args.quick else ""),
+        },
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    log(f"wrote {args.out} ({duration:.0f} s)")
+    if args.docs:
+        render(results)
+    for failure in results["meta"]["failures"]:
+        log(
+            f"FAILED {failure['client']} {failure['scenario']}: "
+            f"{failure['error'].splitlines()[0] if failure['error'] else ''}"
+        )
+    return 1 if results["meta"]["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

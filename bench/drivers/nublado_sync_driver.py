@@ -1,0 +1,103 @@
+"""Benchmark driver for nublado_sync (runs in the repository's .venv).
+
+Extra configuration keys:
+
+``pong``
+    ``true`` to send an unsolicited pong frame after each message received
+    while a reply is awaited, when nothing more is waiting to be read (the
+    cure for the Nagle / delayed-ACK stall); ``false`` for none.
+``pong_impl``
+    ``"auto"`` (the package's ``prompt_acks`` option when it has one, the
+    emulation below otherwise), ``"native"`` or ``"emulated"``.
+
+The emulation wraps ``KernelSocket.recv``: after a frame that decoded to a
+message, if websocket-client holds no buffered bytes and the socket has none
+readable, it sends ``pong(b"")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import inspect
+import select
+from typing import Any, Dict
+
+import _common
+
+import nublado_sync
+from nublado_sync import _transport
+
+TIMEOUT = datetime.timedelta(seconds=_common.EXEC_TIMEOUT)
+
+
+def _has_native_pong() -> bool:
+    return "prompt_acks" in inspect.signature(nublado_sync.JupyterLabSession).parameters
+
+
+def _install_emulated_pong() -> None:
+    original = _transport.KernelSocket.recv
+
+    def recv(self: Any, timeout: float, *args: Any, **kwargs: Any) -> Any:
+        msg = original(self, timeout, *args, **kwargs)
+        if msg is not None:
+            ws = self._ws
+            sock = ws.sock
+            if sock is not None and not ws.frame_buffer.recv_buffer:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if not readable:
+                    with contextlib.suppress(Exception):
+                        ws.pong(b"")
+        return msg
+
+    _transport.KernelSocket.recv = recv  # type: ignore[method-assign]
+
+
+class NubladoSync(_common.Client):
+    def __init__(self, config: Dict[str, Any]) -> None:
+        self.url = config["url"]
+        self.token = config["token"]
+        pong = bool(config.get("pong", False))
+        impl = config.get("pong_impl", "auto")
+        native = _has_native_pong()
+        if impl == "auto":
+            impl = "native" if native else "emulated"
+        if impl == "native" and not native:
+            raise RuntimeError("this nublado_sync has no prompt_acks option")
+        self.options: Dict[str, Any] = {}
+        if native:
+            # Set it either way: the package's default may be on.
+            self.options["prompt_acks"] = pong and impl == "native"
+        if pong and impl == "emulated":
+            _install_emulated_pong()
+        self.pong = pong
+        self.pong_impl = impl if pong else "off"
+        self.native_available = native
+        self.protocol = None
+
+    def open(self) -> Any:
+        manager = nublado_sync.open_lab_session(
+            self.url, self.token, kernel_name=_common.KERNEL, **self.options
+        )
+        session = manager.__enter__()
+        self.protocol = session.protocol
+        return manager, session
+
+    def run(self, handle: Any, code: str) -> str:
+        return handle[1].run_python(code, timeout=TIMEOUT)
+
+    def close(self, handle: Any) -> None:
+        handle[0].__exit__(None, None, None)
+
+    def info(self) -> Dict[str, Any]:
+        return {
+            "version": nublado_sync.__version__,
+            "pong": self.pong,
+            "pong_impl": self.pong_impl,
+            "prompt_acks_option": self.native_available,
+            "protocol": self.protocol,
+        }
+
+
+if __name__ == "__main__":
+    _common.run_sync(NubladoSync)
