@@ -233,6 +233,10 @@ class JupyterLabSessionManager:
                 # it points; the hub client follows redirects itself.
                 redirect_limit=0,
                 enable_multithread=False,
+                # Text frames (legacy protocol) are decoded, and so checked,
+                # by the session; websocket-client's own check is pure
+                # Python and costs about a second per 5 MB.
+                skip_utf8_validation=True,
                 sslopt=self._api.http.websocket_sslopt(),
             )
         except websocket.WebSocketTimeoutException as e:
