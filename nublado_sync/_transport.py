@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ._exceptions import NubladoProtocolError, NubladoWebSocketError
 from ._logging import Logger
 from ._messages import KernelMessage
-from ._wire import V1_SUBPROTOCOL, decode_legacy, decode_v1, encode_legacy, encode_v1
+from ._wire import V1_SUBPROTOCOL, decode_legacy, encode_legacy, encode_v1, split_v1
 
 if TYPE_CHECKING:
     import websocket
@@ -236,7 +236,11 @@ class KernelSocket:
             # still speak v1; its frames start with a small little-endian
             # count, legacy binary frames with a big-endian one.
             if self.is_v1 or data[:1] != b"\0":
-                return decode_v1(data)
+                split = split_v1(data)
+                # The frame's bytes go before the JSON is parsed: a large
+                # output is then held twice at most, not three times.
+                del data, frame
+                return split.parse()
             return decode_legacy(data)
         if opcode == _OPCODE_TEXT:
             try:

@@ -21,10 +21,12 @@ from ._messages import KernelMessage
 
 __all__ = [
     "V1_SUBPROTOCOL",
+    "SplitFrame",
     "decode_legacy",
     "decode_v1",
     "encode_legacy",
     "encode_v1",
+    "split_v1",
 ]
 
 V1_SUBPROTOCOL = "v1.kernel.websocket.jupyter.org"
@@ -61,14 +63,42 @@ def encode_v1(msg: KernelMessage) -> bytes:
     return b"".join([head, *parts])
 
 
-def decode_v1(data: bytes) -> KernelMessage:
-    """Decode a v1 binary frame.
+class SplitFrame:
+    """A v1 frame cut into its parts, the JSON parts still unparsed.
+
+    Splitting first lets a caller drop the frame's bytes before the JSON is
+    parsed, so a large output is never held three times at once (frame,
+    text, parsed value).
+    """
+
+    def __init__(self, channel: str, texts: List[str], buffers: List[bytes]) -> None:
+        self.channel = channel
+        self._texts = texts
+        self.buffers = buffers
+
+    def parse(self) -> KernelMessage:
+        """Parse the JSON parts (once: the texts are released as they go).
+
+        Raises
+        ------
+        NubladoProtocolError
+            A part is not a JSON object.
+        """
+        parts: List[Dict[str, Any]] = []
+        for name in _JSON_PARTS:
+            parts.append(_loads_object(self._texts.pop(0), name))
+        header, parent_header, metadata, content = parts
+        return KernelMessage(self.channel, header, parent_header, metadata, content, self.buffers)
+
+
+def split_v1(data: bytes) -> SplitFrame:
+    """Cut a v1 binary frame into its channel, JSON texts and buffers.
 
     Raises
     ------
     NubladoProtocolError
         The frame is truncated, its offsets are inconsistent, or a part is
-        not valid UTF-8 JSON.
+        not valid UTF-8.
     """
     size = len(data)
     if size < 8:
@@ -85,17 +115,26 @@ def decode_v1(data: bytes) -> KernelMessage:
     for start, end in zip(offsets, offsets[1:]):
         if end < start:
             raise NubladoProtocolError("Kernel frame offsets are not increasing")
-    view = memoryview(data)
-    try:
-        channel = str(view[offsets[0] : offsets[1]], "utf-8")
-    except UnicodeDecodeError as e:
-        raise NubladoProtocolError("Kernel frame channel is not UTF-8") from e
-    parts = [
-        _loads_object(view[offsets[i] : offsets[i + 1]], _JSON_PARTS[i - 1]) for i in range(1, 5)
-    ]
-    buffers = [bytes(view[offsets[i] : offsets[i + 1]]) for i in range(5, count - 1)]
-    header, parent_header, metadata, content = parts
-    return KernelMessage(channel, header, parent_header, metadata, content, buffers)
+    with memoryview(data) as view:
+        try:
+            channel = str(view[offsets[0] : offsets[1]], "utf-8")
+            texts = [str(view[offsets[i] : offsets[i + 1]], "utf-8") for i in range(1, 5)]
+        except UnicodeDecodeError as e:
+            raise NubladoProtocolError(f"Kernel frame is not UTF-8: {e.reason}") from None
+        buffers = [bytes(view[offsets[i] : offsets[i + 1]]) for i in range(5, count - 1)]
+    return SplitFrame(channel, texts, buffers)
+
+
+def decode_v1(data: bytes) -> KernelMessage:
+    """Decode a v1 binary frame.
+
+    Raises
+    ------
+    NubladoProtocolError
+        The frame is truncated, its offsets are inconsistent, or a part is
+        not valid UTF-8 JSON.
+    """
+    return split_v1(data).parse()
 
 
 def encode_legacy(msg: KernelMessage) -> str:
