@@ -353,7 +353,9 @@ class HTTPSession:
         """
         space = self.space
         assert space is not None, "fetch needs a URL space"
-        visits: Counter[str] = Counter()
+        # The starting URL counts as a visit: a chain may come back to it
+        # once (the OAuth round trip does), not twice.
+        visits: Counter[str] = Counter([url])
         hops = 0
         while True:
             name = space.name_of(url)

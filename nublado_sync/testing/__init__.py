@@ -7,7 +7,7 @@ OAuth round trip, the lab's REST API, the notebook execution extension and
 the kernel WebSocket with the ``v1.kernel.websocket.jupyter.org`` framing.
 The client under test therefore runs its real code path, with no Jupyter
 installation and no network beyond 127.0.0.1. It is the synchronous
-counterpart of ``rubin.nublado.client.testing``, with the same names.
+counterpart of the async client's ``MockJupyter``, with the same names.
 
 .. code-block:: python
 
