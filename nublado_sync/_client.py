@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import time
 from types import TracebackType
@@ -19,7 +18,7 @@ from ._exceptions import (
     NubladoUsageError,
     NubladoWebError,
 )
-from ._http import HTTPSession, URLSpace
+from ._http import HTTPSession, URLSpace, set_read_timeout
 from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
@@ -298,15 +297,22 @@ class NubladoClient:
 
     def _progress(self, deadline: Deadline) -> Iterator[SpawnProgressMessage]:
         url = self._hub(f"hub/api/users/{self.username}/server/progress")
-        response = self._http.fetch(
-            "GET",
-            url,
-            referer=self._home,
-            headers={"Accept": _EVENT_STREAM},
-            ok=(200,),
-            stream=True,
-            timeout=deadline.bound(self._http.timeout),
-        )
+        try:
+            response = self._http.fetch(
+                "GET",
+                url,
+                referer=self._home,
+                headers={"Accept": _EVENT_STREAM},
+                ok=(200,),
+                stream=True,
+                timeout=deadline.bound(self._http.timeout),
+            )
+        except NubladoWebError:
+            if deadline.expired():
+                raise NubladoTimeoutError(
+                    "Timed out waiting for spawn progress", self.username
+                ) from None
+            raise
         with response:
             content_type = response.headers.get("Content-Type", "")
             if not content_type.startswith(_EVENT_STREAM):
@@ -331,7 +337,7 @@ class NubladoClient:
             while True:
                 if deadline.expired():
                     raise NubladoTimeoutError("Timed out waiting for spawn progress", self.username)
-                _set_read_timeout(response, deadline.bound(self._http.timeout))
+                set_read_timeout(response, deadline.bound(self._http.timeout))
                 chunk = raw.read1(65536) if hasattr(raw, "read1") else raw.read(1)
                 if not chunk:
                     return
@@ -600,17 +606,3 @@ def _notebook_result(answer: Dict[str, Any], user: str) -> NotebookExecutionResu
             traceback=str(error.get("traceback", "")),
         ),
     )
-
-
-def _set_read_timeout(response: requests.Response, seconds: float) -> None:
-    # requests fixes the read timeout when the request is sent; to hold a
-    # deadline across a long stream, shorten it on the socket before each
-    # read. The attributes are urllib3's; without them the request's own
-    # timeout still bounds each read.
-    connection = getattr(response.raw, "_connection", None) or getattr(
-        response.raw, "connection", None
-    )
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.settimeout(max(seconds, 0.001))

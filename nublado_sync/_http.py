@@ -10,7 +10,9 @@ and the lab's separate XSRF tokens, read from every hop of a redirect chain.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Collection, Dict, Mapping, Optional, Union
 from urllib.parse import urljoin, urlsplit
@@ -33,6 +35,25 @@ _MAX_ERROR_BODY = 4096
 _MAX_HOPS = 20
 _MAX_VISITS = 2
 _REDIRECTS = (301, 302, 303, 307, 308)
+# Bytes read from a response body at a time.
+_CHUNK = 65536
+
+
+def set_read_timeout(response: requests.Response, seconds: float) -> None:
+    """Shorten the socket timeout of a streamed response before a read.
+
+    requests fixes the read timeout when the request is sent; to hold a
+    deadline across a long body, it is shortened on the socket before each
+    read. The attributes are urllib3's; without them the request's own
+    timeout still bounds each read.
+    """
+    connection = getattr(response.raw, "_connection", None) or getattr(
+        response.raw, "connection", None
+    )
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.settimeout(max(seconds, 0.001))
 
 
 class URLSpace:
@@ -231,6 +252,7 @@ class HTTPSession:
             The request failed or its status is not in ``ok``.
         """
         import requests
+        import urllib3
 
         read_timeout = self.timeout if timeout is None else timeout
         try:
@@ -247,11 +269,16 @@ class HTTPSession:
                 verify=self.ca_bundle(),
                 timeout=(self.timeout, read_timeout),
                 allow_redirects=False,
-                stream=stream,
+                # Always streamed: requests reads a body with a timeout per
+                # read, so a server trickling an endless body would hold the
+                # call forever; _read_body reads it under one deadline.
+                stream=True,
             )
-        except (requests.RequestException, OSError, ValueError) as e:
+            if not stream:
+                self._read_body(response, read_timeout)
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # requests wraps most failures; urllib3 and the socket layer
-            # leak a few (e.g. a read error inside a chunked body).
+            # raise their own while a body is read.
             text = self.redact(str(e))
             raise NubladoWebError(
                 f"{type(e).__name__}: {text}", self.user, method=method, url=url
@@ -262,6 +289,33 @@ class HTTPSession:
         if response.status_code not in ok:
             raise self.status_error(response)
         return response
+
+    def _read_body(self, response: requests.Response, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        raw = response.raw
+        chunks = []
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                response.close()
+                raise NubladoWebError(
+                    f"ReadTimeout: the body did not end within {seconds:.0f}s",
+                    self.user,
+                    method=response.request.method,
+                    url=response.url,
+                )
+            set_read_timeout(response, remaining)
+            if hasattr(raw, "read1"):
+                chunk = raw.read1(_CHUNK, decode_content=True)
+            else:  # urllib3 1.26
+                chunk = raw.read(_CHUNK, decode_content=True)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        # What requests itself does after reading a body.
+        response._content = b"".join(chunks)
+        response._content_consumed = True  # type: ignore[attr-defined]
+        response.close()
 
     def status_error(self, response: requests.Response) -> NubladoWebError:
         """Build the exception for a response with an unexpected status."""

@@ -17,6 +17,8 @@ __all__ = ["LabAPI"]
 
 
 _RELOGIN = (301, 302, 303, 307, 308, 403)
+# Read timeout of the clean-up after a failed session creation, in seconds.
+_CLEANUP = 5.0
 
 
 def _no_headers() -> Dict[str, str]:
@@ -133,7 +135,13 @@ class LabAPI:
         # (jupyter-server-documents included) can also delete again.
         path = uuid.uuid4().hex
         body = {"kernel": kernel, "name": notebook_name or "", "path": path, "type": "console"}
-        answer = self._json("POST", "api/sessions", body)
+        try:
+            answer = self._json("POST", "api/sessions", body)
+        except BaseException:
+            # The answer was lost (a timeout, a dropped connection, Ctrl-C),
+            # but the server may have made the session and its kernel.
+            self._delete_by_path(path)
+            raise
         try:
             session_id = answer["id"]
             kernel_id = answer["kernel"]["id"]
@@ -148,12 +156,22 @@ class LabAPI:
 
     def _delete_by_path(self, path: str) -> None:
         # The server may have created the session even though its answer is
-        # unusable; our unique path finds it again.
+        # lost or unusable; our unique path finds it again. Best effort, and
+        # brief: it runs on the way out of a failure.
         try:
-            for session in self.list_sessions():
+            response = self.http.request(
+                "GET", self.url("api/sessions"), headers=self._extra_headers(), timeout=_CLEANUP
+            )
+            for session in response.json():
                 if isinstance(session, dict) and session.get("path") == path:
-                    self.delete_session(str(session.get("id")))
-        except (NubladoWebError, NubladoProtocolError):
+                    self.http.request(
+                        "DELETE",
+                        self.url(f"api/sessions/{quote(str(session.get('id')), safe='')}"),
+                        headers=self._extra_headers(),
+                        timeout=_CLEANUP,
+                        ok=(200, 204, 404),
+                    )
+        except (NubladoWebError, ValueError, TypeError):
             pass
 
     def delete_session(self, session_id: str) -> None:

@@ -129,6 +129,9 @@ class JupyterLabSession:
         # session id names the server-side record.
         self._client_id = uuid.uuid4().hex
         self._ready = False
+        # The kernel process's own session id, from its message headers; a
+        # different one later means the server restarted the kernel.
+        self._kernel_process: Optional[str] = None
         self._closed_because: Optional[str] = None
         self._in_use = threading.Lock()
 
@@ -456,7 +459,9 @@ class JupyterLabSession:
         try:
             if not self._ready:
                 self._await_ready(deadline)
-            self._socket.send(request, deadline.remaining())
+            # Without a deadline the heartbeat bounds the send too: a server
+            # that stopped reading must not block it forever.
+            self._socket.send(request, deadline.bound(self._heartbeat_timeout))
             self._logger.debug("Sent execute_request", msg_id=collector.msg_id)
             self._await_reply(collector, deadline)
         except NubladoKernelDiedError as e:
@@ -561,6 +566,11 @@ class JupyterLabSession:
                 heard_at = time.monotonic()
                 if parent == probe_id:
                     probe_id = None
+                    if self._restarted(msg):
+                        raise self._kernel_died(
+                            "The kernel was restarted while running the code (it answers"
+                            " as a new process); its state is lost"
+                        )
                     continue
             collector.feed(msg)
             if collector.kernel_died:
@@ -568,6 +578,14 @@ class JupyterLabSession:
                     f"The kernel was restarted (status {msg.content.get('execution_state')!r})"
                     " while running the code; its state is lost"
                 )
+
+    def _restarted(self, msg: KernelMessage) -> bool:
+        # A dead kernel's restart is announced by a status message that can
+        # be lost (jupyter-server-documents sends only the new kernel's
+        # "starting"); the heartbeat's answer then comes from a new process
+        # while our request is gone for good.
+        process = msg.header.get("session")
+        return bool(self._kernel_process and process and process != self._kernel_process)
 
     def _send_probe(self, channel: str, deadline: Deadline) -> str:
         request = make_request(
@@ -616,6 +634,7 @@ class JupyterLabSession:
                 continue
             if msg.msg_type == "kernel_info_reply":
                 replied = True
+                self._kernel_process = msg.header.get("session")
                 # The reply is in; give the idle status its own full wait.
                 retry_at = time.monotonic() + _PROBE_RETRY
             elif _is_idle(msg):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, List, Optional, Type, Union
@@ -12,6 +13,7 @@ from ._exceptions import (
     NubladoError,
     NubladoTimeoutError,
     NubladoUsageError,
+    NubladoWebError,
     NubladoWebSocketError,
 )
 from ._http import HTTPSession
@@ -25,6 +27,12 @@ if TYPE_CHECKING:
     import websocket
 
 __all__ = ["JupyterLabSessionManager", "open_lab_session"]
+
+
+# How long deleting a session keeps trying through server errors, and the
+# pause between tries.
+_DELETE_RETRY = datetime.timedelta(seconds=15)
+_DELETE_PAUSE = 0.5
 
 
 class _SubprotocolRefusedError(Exception):
@@ -261,6 +269,11 @@ class JupyterLabSessionManager:
             if type(e) is websocket.WebSocketException and subprotocols:
                 raise _SubprotocolRefusedError from None
             raise self._open_error(e) from None
+        except TimeoutError as e:
+            # A TLS handshake that never completes times out as a socket.
+            raise NubladoTimeoutError(
+                "Timed out attempting to open WebSocket to lab session", self.username
+            ) from e
         except (OSError, ValueError) as e:
             raise self._open_error(e) from None
 
@@ -283,16 +296,31 @@ class JupyterLabSessionManager:
                 self._api.http.close()
 
     def _delete(self, session_id: Optional[str], kernel_id: Optional[str]) -> None:
-        if session_id is not None:
+        if session_id is None:
+            return
+        # A server restarting the kernel (after it died) answers 5xx for a
+        # few seconds; keep trying for a while rather than leave it behind.
+        retry = Deadline(_DELETE_RETRY)
+        while True:
             try:
-                self._api.delete_session(session_id)
-            except NubladoError:
-                # Some servers cannot delete a session whose kernel is in a
-                # bad state; deleting the kernel removes both.
-                if kernel_id is None:
+                self._delete_once(session_id, kernel_id)
+                break
+            except NubladoWebError as e:
+                if e.status is None or e.status < 500 or retry.expired():
                     raise
-                self._api.delete_kernel(kernel_id)
-            self._logger.debug("Deleted lab session", user=self.username, session=session_id)
+                self._logger.debug("Session delete failed, retrying", status=e.status)
+                time.sleep(retry.bound(_DELETE_PAUSE))
+        self._logger.debug("Deleted lab session", user=self.username, session=session_id)
+
+    def _delete_once(self, session_id: str, kernel_id: Optional[str]) -> None:
+        try:
+            self._api.delete_session(session_id)
+        except NubladoError:
+            # Some servers cannot delete a session whose kernel is in a bad
+            # state; deleting the kernel removes both.
+            if kernel_id is None:
+                raise
+            self._api.delete_kernel(kernel_id)
 
 
 def open_lab_session(
