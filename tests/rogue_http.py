@@ -11,7 +11,7 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ["Reply", "RogueServer", "running_rogue_server"]
 
@@ -67,6 +67,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     rogue: RogueServer
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Named, so tests counting the client's threads can leave these out.
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name="rogue-http-request",
+            daemon=True,
+        )
+        thread.start()
+
 
 class RogueServer:
     """The server; ``routes`` maps a path (no query) to a handler."""
@@ -79,7 +89,9 @@ class RogueServer:
         self._server.rogue = self
         self.port: int = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="rogue-http-serve", daemon=True
+        )
         self._thread.start()
 
     def route(self, path: str, reply: Reply) -> None:
@@ -98,12 +110,49 @@ class RogueServer:
 
         self.routes[path] = never
 
+    def endless(
+        self,
+        path: str,
+        *,
+        status: int = 200,
+        content_type: str = "text/html",
+        first: bytes = b"",
+        chunk: bytes = b" ",
+        interval: float = 0.1,
+    ) -> None:
+        """Answer ``path`` with a chunked body that never ends.
+
+        ``first`` is sent at once, then ``chunk`` every ``interval`` seconds
+        until the server closes: every single read gets data, so only a
+        deadline on the whole body ends it.
+        """
+
+        def trickle(handler: _Handler) -> None:
+            handler.send_response(status)
+            handler.send_header("Content-Type", content_type)
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            try:
+                if first:
+                    handler.wfile.write(b"%x\r\n%s\r\n" % (len(first), first))
+                    handler.wfile.flush()
+                while not self.release.wait(interval):
+                    handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    handler.wfile.flush()
+            except OSError:
+                pass
+            handler.close_connection = True
+
+        self.routes[path] = trickle
+
     def paths(self) -> List[str]:
         """Paths requested so far."""
         return [s.path for s in self.seen]
 
     def close(self) -> None:
-        """Stop serving and release hung requests."""
+        """Stop serving and release hung requests; safe to call twice."""
+        if self.release.is_set():
+            return
         self.release.set()
         self._server.shutdown()
         self._server.server_close()
