@@ -188,45 +188,41 @@ def test_token_file(stock_server: JupyterServer, tmp_path: Path) -> None:
     assert stock_server.token not in result.stderr
 
 
-def test_ctrl_c_interrupts_and_cleans_up(stock_server: JupyterServer) -> None:
+# The child restores Python's SIGINT handler: a shell running this suite in
+# the background makes its children ignore SIGINT, and Python then installs
+# no KeyboardInterrupt handler.
+CHILD_MAIN = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+    " sys.argv[0] = 'nublado-sync'; runpy.run_module('nublado_sync', run_name='__main__')"
+)
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"]
+)
+def test_signal_interrupts_and_cleans_up(
+    stock_server: JupyterServer, signum: int, status: int
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
     env.update(server_env(stock_server))
     code = "print('started', flush=True)\nimport time\ntime.sleep(120)"
     with subprocess.Popen(
-        [sys.executable, "-m", "nublado_sync", "run", *server_args(stock_server), "-c", code],
+        [sys.executable, "-c", CHILD_MAIN, "run", *server_args(stock_server), "-c", code],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     ) as process:
         assert process.stdout is not None
-        # The cell announces that it runs; then a real SIGINT, as Ctrl-C sends.
+        # The cell announces that it runs; then a real signal, as Ctrl-C or
+        # kill sends it.
         assert process.stdout.readline() == "started\n"
         assert stock_server.sessions() != []
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
     assert stock_server.sessions() == []
     assert stock_server.kernels() == []
-
-
-def test_sigterm_cleans_up_like_ctrl_c(stock_server: JupyterServer) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
-    env.update(server_env(stock_server))
-    code = "print('started', flush=True)\nimport time\ntime.sleep(120)"
-    with subprocess.Popen(
-        [sys.executable, "-m", "nublado_sync", "run", *server_args(stock_server), "-c", code],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as process:
-        assert process.stdout is not None
-        assert process.stdout.readline() == "started\n"
-        process.terminate()
-        _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
-    assert stock_server.sessions() == []
 
 
 def test_unwritable_notebook_path_is_refused_before_running(tmp_path: Path) -> None:

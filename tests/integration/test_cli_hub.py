@@ -12,7 +12,7 @@ from typing import Iterator
 import pytest
 
 from ..hub_testbed import TestHub
-from .test_cli import nublado_sync
+from .test_cli import CHILD_MAIN, nublado_sync
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ def test_ctrl_c_in_a_lab_leaves_no_session(hub: TestHub) -> None:
     env.update(env_for(hub, "bob"))
     code = "print('started', flush=True)\nimport time\ntime.sleep(120)"
     with subprocess.Popen(
-        [sys.executable, "-m", "nublado_sync", "run", "-c", code],
+        [sys.executable, "-c", CHILD_MAIN, "run", "-c", code],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any, Iterator
 
 import pytest
-import structlog
 
 from nublado_sync import (
     NubladoClient,
@@ -23,6 +21,7 @@ from nublado_sync import (
 )
 
 from ..hub_testbed import TestHub, resolve_localhost_subdomains, running_hub
+from ..log_capture import LogCapture
 from ..rogue_http import Reply, running_rogue_server
 from .conftest import seconds
 
@@ -50,27 +49,6 @@ def _labs_stopped(request: pytest.FixtureRequest) -> Iterator[None]:
     for name in ("hub", "subdomain_hub", "api_token_hub"):
         if name in request.fixturenames:
             request.getfixturevalue(name).stop_all()
-
-
-class LogCapture:
-    """A structlog logger at debug level whose lines are kept as text."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-
-    def msg(self, message: str) -> None:
-        with self._lock:
-            self.lines.append(message)
-
-    debug = info = warning = warn = error = critical = exception = msg
-
-    def logger(self) -> Any:
-        return structlog.wrap_logger(
-            self,
-            wrapper_class=structlog.make_filtering_bound_logger(0),
-            processors=[structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
-        )
 
 
 def full_flow(hub: TestHub, user: str, client: NubladoClient) -> list[Any]:

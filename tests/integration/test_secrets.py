@@ -18,12 +18,10 @@ import datetime
 import logging
 import pickle
 import re
-import threading
 import traceback
 from typing import Any, Callable, Iterator, List
 
 import pytest
-import structlog
 
 from nublado_sync import (
     NubladoClient,
@@ -38,6 +36,7 @@ from nublado_sync import (
 )
 
 from ..hub_testbed import TestHub
+from ..log_capture import LogCapture
 from ..rogue_http import Reply, RogueServer, running_rogue_server
 from ..rogue_kernel import ERROR_PAGE, PAGE_SECRETS, Faults, RogueKernelServer, running_rogue_kernel
 from . import test_faults as faults
@@ -49,31 +48,6 @@ TOKEN = faults.TOKEN
 
 def seconds(value: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=value)
-
-
-class LogCapture:
-    """A structlog logger at debug level whose rendered lines are kept."""
-
-    def __init__(self) -> None:
-        self.lines: List[str] = []
-        self._lock = threading.Lock()
-
-    def msg(self, message: str) -> None:
-        with self._lock:
-            self.lines.append(message)
-
-    debug = info = warning = warn = error = critical = exception = msg
-
-    def logger(self) -> Any:
-        return structlog.wrap_logger(
-            self,
-            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-            processors=[
-                structlog.processors.add_log_level,
-                structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(),
-            ],
-        )
 
 
 @pytest.fixture
