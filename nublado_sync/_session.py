@@ -107,7 +107,7 @@ class JupyterLabSession:
         socket: websocket.WebSocket,
         logger: Optional[Logger] = None,
         keepalive_interval: Optional[datetime.timedelta] = datetime.timedelta(seconds=15),
-        heartbeat_interval: datetime.timedelta = datetime.timedelta(seconds=10),
+        heartbeat_interval: datetime.timedelta = datetime.timedelta(seconds=3),
         heartbeat_timeout: datetime.timedelta = datetime.timedelta(seconds=60),
         max_message_size: Optional[int] = None,
         prompt_acks: bool = True,
@@ -115,7 +115,7 @@ class JupyterLabSession:
         self.username = username
         self.session_id = session_id
         self._logger = (logger or default_logger()).bind(user=username, session=session_id)
-        self._heartbeat_interval = _seconds(heartbeat_interval, "heartbeat_interval") or 10.0
+        self._heartbeat_interval = _seconds(heartbeat_interval, "heartbeat_interval") or 3.0
         self._heartbeat_timeout = _seconds(heartbeat_timeout, "heartbeat_timeout") or 60.0
         self._socket = KernelSocket(
             socket,

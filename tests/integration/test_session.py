@@ -182,7 +182,8 @@ def test_kernel_death_is_reported_quickly(server: JupyterServer) -> None:
         start = time.monotonic()
         with pytest.raises(NubladoKernelDiedError) as info:
             session.run_python("import os; os._exit(1)")
-        # Well before any heartbeat (10 s) and with no deadline at all.
+        # With no deadline at all: the restart status (about 2.5 s), or the
+        # heartbeat (3 s of silence) when a documents server's is missed.
         assert time.monotonic() - start < 9
         assert info.value.status == "dead"
         # The server restarted the kernel: usable again, state gone.
