@@ -2,7 +2,7 @@
 
 Build (nitpicky, warnings are errors)::
 
-    python -m sphinx -W --keep-going -n -b html docs /tmp/docs-out
+    python -m sphinx -W --keep-going -n -b html docs docs/_build/html
 """
 
 from __future__ import annotations
