@@ -629,7 +629,8 @@ class JupyterLabSession:
             now = time.monotonic()
             if deadline.expired() or now >= retry_at:
                 return False
-            msg = self._socket.recv(deadline.bound(retry_at - now))
+            # A reply is awaited: acknowledge promptly, as for execute.
+            msg = self._socket.recv(deadline.bound(retry_at - now), ack=True)
             if msg is None or msg.parent_id != probe_id:
                 continue
             if msg.msg_type == "kernel_info_reply":

@@ -3,7 +3,8 @@
 It sits between the client and a real server so a test can produce the
 network faults a healthy server never does: a connection that goes silent,
 one that drops without a close frame, one that closes with a close frame in
-the middle of a request.
+the middle of a request. It also reads the WebSocket frames the client
+sends, so a test can count them by kind (`client_frames`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,53 @@ import select
 import socket
 import struct
 import threading
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
-__all__ = ["TCPProxy", "running_proxy"]
+__all__ = ["TCPProxy", "WebSocketFrameCounter", "running_proxy"]
+
+
+class WebSocketFrameCounter:
+    """Counts the frames in one client-to-server byte stream, by opcode.
+
+    Bytes before the end of the HTTP request head (the upgrade) are skipped;
+    a plain HTTP connection never gets past it.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Dict[int, int] = {}
+        self._buffer = b""
+        self._upgraded = False
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._upgraded:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self._upgraded = self._buffer.startswith(b"GET ")
+            self._buffer = self._buffer[end + 4 :] if self._upgraded else b""
+            if not self._upgraded:
+                return
+        while len(self._buffer) >= 2:
+            opcode = self._buffer[0] & 0x0F
+            length = self._buffer[1] & 0x7F
+            header = 2
+            if length == 126:
+                header = 4
+            elif length == 127:
+                header = 10
+            if len(self._buffer) < header:
+                return
+            if length == 126:
+                (length,) = struct.unpack("!H", self._buffer[2:4])
+            elif length == 127:
+                (length,) = struct.unpack("!Q", self._buffer[2:10])
+            masked = self._buffer[1] & 0x80
+            total = header + (4 if masked else 0) + length
+            if len(self._buffer) < total:
+                return
+            self.counts[opcode] = self.counts.get(opcode, 0) + 1
+            self._buffer = self._buffer[total:]
 
 
 class TCPProxy:
@@ -26,6 +71,7 @@ class TCPProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._pairs: List[Tuple[socket.socket, socket.socket]] = []
+        self._counters: List[WebSocketFrameCounter] = []
         self._lock = threading.Lock()
         self._frozen = threading.Event()
         self._stop = threading.Event()
@@ -53,8 +99,23 @@ class TCPProxy:
                 self._pairs.append((client, upstream))
             self._start(self._pump, client, upstream)
 
+    def client_frames(self) -> Dict[str, int]:
+        """WebSocket frames the clients have sent so far, over all connections, by kind."""
+        names = {0x0: "continuation", 0x1: "text", 0x2: "binary", 0x8: "close", 0x9: "ping"}
+        names[0xA] = "pong"
+        totals: Dict[str, int] = {}
+        with self._lock:
+            for counter in self._counters:
+                for opcode, count in counter.counts.items():
+                    name = names.get(opcode, hex(opcode))
+                    totals[name] = totals.get(name, 0) + count
+        return totals
+
     def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
         peers = {client: upstream, upstream: client}
+        counter = WebSocketFrameCounter()
+        with self._lock:
+            self._counters.append(counter)
         try:
             while not self._stop.is_set():
                 readable, _, _ = select.select(list(peers), [], [], 0.1)
@@ -66,6 +127,9 @@ class TCPProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if sock is client:
+                        with self._lock:
+                            counter.feed(data)
                     peers[sock].sendall(data)
         except OSError:
             return

@@ -379,3 +379,33 @@ def test_interrupt_from_callback_and_other_thread(server: JupyterServer) -> None
             session.execute(code, on_output=lambda _: started.set(), timeout=seconds(30))
         timer.join()
         assert session.run_python("print('and here')") == "and here\n"
+
+
+@pytest.mark.parametrize("prompt_acks", [True, False])
+def test_prompt_ack_pongs_only_while_a_reply_is_awaited(
+    stock_server: JupyterServer, prompt_acks: bool
+) -> None:
+    # Counted on the wire by a proxy in front of the real server.
+    host, port = stock_server.url.split("//")[1].rstrip("/").split(":")
+    with running_proxy((host, int(port))) as proxy:
+        manager = lab(stock_server, prompt_acks=prompt_acks)
+        manager._api.base_url = proxy.url()
+        with manager as session:
+            # Opening waits for the readiness probe's reply: acknowledged too.
+            after_open = proxy.client_frames().get("pong", 0)
+            session.run_python("pass")
+            after_pass = proxy.client_frames().get("pong", 0)
+            # One 4 MB stream message arrives in many TCP segments; it is
+            # acknowledged as one message, not once per segment read.
+            out = session.run_python("import sys; sys.stdout.write('x' * 4_000_000)")
+            after_big = proxy.client_frames().get("pong", 0)
+            assert len(out) == 4_000_000
+    if prompt_acks:
+        assert after_open >= 1
+        assert after_pass > after_open
+        # busy, execute_input, the stream (maybe split by the kernel),
+        # execute_reply, idle: about a dozen messages at most.
+        assert 1 <= after_big - after_pass <= 12
+    else:
+        assert after_big == 0
+    assert stock_server.sessions() == []
