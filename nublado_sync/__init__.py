@@ -6,42 +6,46 @@ without ``async`` and ``await``.
 
 from __future__ import annotations
 
-from ._client import NubladoClient
-from ._discovery import DiscoveryClient
-from ._exceptions import (
-    NubladoDiscoveryError,
-    NubladoError,
-    NubladoExecutionError,
-    NubladoExecutionTimeoutError,
-    NubladoKernelDiedError,
-    NubladoOutputLostError,
-    NubladoProtocolError,
-    NubladoRedirectError,
-    NubladoSessionClosedError,
-    NubladoSpawnError,
-    NubladoSpawnTimeoutError,
-    NubladoTimeoutError,
-    NubladoUsageError,
-    NubladoWebError,
-    NubladoWebSocketError,
-)
-from ._images import (
-    NubladoImage,
-    NubladoImageByClass,
-    NubladoImageByReference,
-    NubladoImageByTag,
-    NubladoImageClass,
-    NubladoImageSize,
-)
-from ._models import (
-    CodeContext,
-    ExecutionResult,
-    NotebookExecutionError,
-    NotebookExecutionResult,
-    SpawnProgressMessage,
-)
-from ._session import JupyterLabSession
-from ._session_manager import JupyterLabSessionManager, open_lab_session
+import importlib
+from typing import TYPE_CHECKING, Any, List
+
+if TYPE_CHECKING:
+    from ._client import NubladoClient
+    from ._discovery import DiscoveryClient
+    from ._exceptions import (
+        NubladoDiscoveryError,
+        NubladoError,
+        NubladoExecutionError,
+        NubladoExecutionTimeoutError,
+        NubladoKernelDiedError,
+        NubladoOutputLostError,
+        NubladoProtocolError,
+        NubladoRedirectError,
+        NubladoSessionClosedError,
+        NubladoSpawnError,
+        NubladoSpawnTimeoutError,
+        NubladoTimeoutError,
+        NubladoUsageError,
+        NubladoWebError,
+        NubladoWebSocketError,
+    )
+    from ._images import (
+        NubladoImage,
+        NubladoImageByClass,
+        NubladoImageByReference,
+        NubladoImageByTag,
+        NubladoImageClass,
+        NubladoImageSize,
+    )
+    from ._models import (
+        CodeContext,
+        ExecutionResult,
+        NotebookExecutionError,
+        NotebookExecutionResult,
+        SpawnProgressMessage,
+    )
+    from ._session import JupyterLabSession
+    from ._session_manager import JupyterLabSessionManager, open_lab_session
 
 __version__ = "0.1.0"
 
@@ -79,3 +83,54 @@ __all__ = [
     "__version__",
     "open_lab_session",
 ]
+
+# Where each public name lives. Names are imported on first use so that
+# importing the package (and starting the command-line tool, whose first
+# request to the lab goes out before the kernel protocol modules load)
+# stays cheap; see docs/benchmarks.rst.
+_EXPORTS = {
+    "CodeContext": "_models",
+    "DiscoveryClient": "_discovery",
+    "ExecutionResult": "_models",
+    "JupyterLabSession": "_session",
+    "JupyterLabSessionManager": "_session_manager",
+    "NotebookExecutionError": "_models",
+    "NotebookExecutionResult": "_models",
+    "NubladoClient": "_client",
+    "NubladoDiscoveryError": "_exceptions",
+    "NubladoError": "_exceptions",
+    "NubladoExecutionError": "_exceptions",
+    "NubladoExecutionTimeoutError": "_exceptions",
+    "NubladoImage": "_images",
+    "NubladoImageByClass": "_images",
+    "NubladoImageByReference": "_images",
+    "NubladoImageByTag": "_images",
+    "NubladoImageClass": "_images",
+    "NubladoImageSize": "_images",
+    "NubladoKernelDiedError": "_exceptions",
+    "NubladoOutputLostError": "_exceptions",
+    "NubladoProtocolError": "_exceptions",
+    "NubladoRedirectError": "_exceptions",
+    "NubladoSessionClosedError": "_exceptions",
+    "NubladoSpawnError": "_exceptions",
+    "NubladoSpawnTimeoutError": "_exceptions",
+    "NubladoTimeoutError": "_exceptions",
+    "NubladoUsageError": "_exceptions",
+    "NubladoWebError": "_exceptions",
+    "NubladoWebSocketError": "_exceptions",
+    "SpawnProgressMessage": "_models",
+    "open_lab_session": "_session_manager",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted({*globals(), *_EXPORTS})

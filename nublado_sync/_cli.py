@@ -26,12 +26,9 @@ import signal
 import sys
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Union
-
-import structlog
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, TextIO, Union
 
 from . import __version__
-from ._client import NubladoClient
 from ._exceptions import (
     NubladoError,
     NubladoExecutionError,
@@ -48,12 +45,14 @@ from ._images import (
     NubladoImageClass,
     NubladoImageSize,
 )
-from ._local import local_jupyter_server
-from ._logging import Logger
+from ._logging import DeferredLogger, Logger
 from ._models import ExecutionResult, SpawnProgressMessage
 from ._redact import strip_ansi
-from ._session import JupyterLabSession
 from ._session_manager import JupyterLabSessionManager, open_lab_session
+
+if TYPE_CHECKING:
+    from ._client import NubladoClient
+    from ._session import JupyterLabSession
 
 __all__ = ["ExitCode", "main"]
 
@@ -203,22 +202,31 @@ def _logger(args: argparse.Namespace) -> Logger:
         level = logging.ERROR
     elif args.verbose:
         level = logging.DEBUG
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if args.log_json
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    logger: Logger = structlog.wrap_logger(
-        structlog.PrintLogger(sys.stderr),
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-    )
-    return logger
+    log_json = args.log_json
+
+    def build() -> Logger:
+        import structlog
+
+        renderer: Any = (
+            structlog.processors.JSONRenderer()
+            if log_json
+            else structlog.dev.ConsoleRenderer(colors=False)
+        )
+        logger: Logger = structlog.wrap_logger(
+            structlog.PrintLogger(sys.stderr),
+            wrapper_class=structlog.make_filtering_bound_logger(level),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+        return logger
+
+    # Built on the first message: most runs log nothing before the code's
+    # first output, and structlog's import would delay it.
+    return DeferredLogger(build, lambda lv: lv >= level)
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -239,6 +247,9 @@ def _client(args: argparse.Namespace, logger: Logger) -> NubladoClient:
     user = args.user or os.environ.get(ENV_USER)
     if not user:
         raise _UsageError(f"no user: set {ENV_USER} or --user")
+    # Imported here: a run against a lab URL never needs the hub client.
+    from ._client import NubladoClient
+
     return NubladoClient(
         user,
         _token(args),
@@ -388,6 +399,9 @@ def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> N
         if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
             raise _UsageError(f"cannot write the notebook into {target.parent}")
     if args.local:
+        # Only --local needs it; cold runs against a lab skip its imports.
+        from ._local import local_jupyter_server
+
         with local_jupyter_server(kernel_name=args.kernel, logger=logger) as server:
             manager = open_lab_session(
                 server.url, server.token, username="local", kernel_name=args.kernel, logger=logger

@@ -20,11 +20,12 @@ from ._http import HTTPSession
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._redact import redact_url
-from ._session import JupyterLabSession
 from ._wire import V1_SUBPROTOCOL
 
 if TYPE_CHECKING:
     import websocket
+
+    from ._session import JupyterLabSession
 
 __all__ = ["JupyterLabSessionManager", "open_lab_session"]
 
@@ -151,6 +152,12 @@ class JupyterLabSessionManager:
         log = self._logger.bind(user=self.username, session=self._session_id)
         log.debug("Created lab session", kernel=self._kernel_id)
         try:
+            # The kernel protocol modules (and websocket-client, in
+            # _handshake) load while the new kernel starts, not before the
+            # request that starts it: a cold command-line run sees its
+            # first output sooner.
+            from ._session import JupyterLabSession
+
             ws = self._connect(deadline)
             self._session = JupyterLabSession(
                 username=self.username,
