@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _envs, _report, _servers
 
@@ -37,7 +37,7 @@ FULL: Dict[str, Any] = {
     "session": {"reps": 3},
     "concurrent": {"threads": 8, "warmup": 5, "runs": 30},
     "import": {"reps": 8},
-    "oneshot": {"reps": 3},
+    "oneshot": {"reps": 3, "cold_reps": 15},
 }
 QUICK: Dict[str, Any] = {
     "latency": {"warmup": 3, "runs": 20, "cpu_block": 10},
@@ -46,7 +46,7 @@ QUICK: Dict[str, Any] = {
     "session": {"reps": 1},
     "concurrent": {"threads": 2, "warmup": 1, "runs": 5},
     "import": {"reps": 2},
-    "oneshot": {"reps": 1},
+    "oneshot": {"reps": 1, "cold_reps": 1},
     # Two of the four targets still start both labs and a proxy.
     "latency_targets": ["default-direct", "nodelay-proxy"],
     # jupyter-kernel-client takes 10 s to close a session: latency only.
@@ -262,27 +262,78 @@ def measure_imports(clients: Dict[str, Client], reps: int) -> Dict[str, Any]:
     return result
 
 
-def measure_cli(target: _servers.Target, reps: int) -> Dict[str, Any]:
-    """Wall time of a cold ``nublado-sync run --server-url URL -c 'print(1)'``."""
-    command = str(Path(sys.executable).parent / "nublado-sync")
-    env = dict(os.environ, NUBLADO_TOKEN=target.token)
-    walls, ok = [], True
-    for _ in range(reps):
-        start = time.perf_counter()
-        done = subprocess.run(
-            [command, "run", "--server-url", target.url, "-c", "print(1)"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+COLDSTART = Path(__file__).resolve().parent / "coldstart"
+
+
+def _first_output(command: List[str], env: Dict[str, str]) -> Tuple[float, float, bool]:
+    """Seconds from process start to the first line on stdout, to the exit; output as expected."""
+    start = time.perf_counter()
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as process:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        first = time.perf_counter() - start
+        try:
+            _, err = process.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise RuntimeError(f"{command[0]} did not exit within 120 s") from None
+        wall = time.perf_counter() - start
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(command[:2])} exited {process.returncode}: {err.decode()[-2000:]}"
         )
-        walls.append(time.perf_counter() - start)
-        ok = ok and done.returncode == 0 and done.stdout.strip() == "1"
-        if done.returncode != 0:
-            raise RuntimeError(f"nublado-sync exited {done.returncode}: {done.stderr[-2000:]}")
-    log("nublado-sync CLI measured")
-    return {"wall_s": walls, "output_ok": ok}
+    return first, wall, line.strip() == b"1"
+
+
+def measure_cold_start(
+    target: _servers.Target, commands: Dict[str, List[str]], reps: int
+) -> Dict[str, Any]:
+    """Cold runs of print(1) against a running lab: time to first output and to exit.
+
+    Each command starts a fresh interpreter that opens a session, prints the
+    output as soon as it has it and deletes the session. The commands take
+    turns, in an order that rotates every round, so that load on the machine
+    falls on all of them alike.
+    """
+    env = dict(os.environ, NUBLADO_TOKEN=target.token)
+    result: Dict[str, Any] = {
+        key: {"first_s": [], "wall_s": [], "output_ok": True, "command": cmd[1:2]}
+        for key, cmd in commands.items()
+    }
+    keys = list(commands)
+    for _ in range(1):  # warm the page cache and the bytecode caches
+        for key in keys:
+            _first_output(commands[key], env)
+    for round_ in range(reps):
+        shift = round_ % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            first, wall, ok = _first_output(commands[key], env)
+            result[key]["first_s"].append(first)
+            result[key]["wall_s"].append(wall)
+            result[key]["output_ok"] = result[key]["output_ok"] and ok
+    log("cold starts measured")
+    return result
+
+
+def cold_start_commands(
+    target: _servers.Target, clients: Dict[str, Client], installed: Optional[str]
+) -> Dict[str, List[str]]:
+    """The command-line tool, the equivalent nublado_sync script and the async one."""
+    python = installed or sys.executable
+    tool = str(Path(python).parent / "nublado-sync")
+    commands = {
+        "cli": [tool, "run", "--server-url", target.url, "--kernel", "lsst", "-c", "print(1)"],
+        "script_ns": [python, str(COLDSTART / "oneshot_ns.py"), target.url],
+    }
+    if "rnc" in clients:
+        commands["script_rnc"] = [
+            clients["rnc"].python,
+            str(COLDSTART / "oneshot_rnc.py"),
+            target.url,
+        ]
+    return commands
 
 
 def run_all(
@@ -333,14 +384,17 @@ def run_all(
                     runner.job(client, "oneshot", "default-direct", {})
             if ref is not None:
                 try:
-                    runner.raw["cli"] = measure_cli(
-                        targets["default-direct"], params["oneshot"]["reps"]
+                    commands = cold_start_commands(
+                        targets["default-direct"], clients, args.installed_python
+                    )
+                    runner.raw["cold"] = measure_cold_start(
+                        targets["default-direct"], commands, params["oneshot"]["cold_reps"]
                     )
                 except Exception as e:
                     runner.failures.append(
                         {
                             "client": "cli",
-                            "scenario": "cli",
+                            "scenario": "cold",
                             "target": "default-direct",
                             "error": str(e),
                         }
@@ -499,6 +553,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     # The nublado_sync row the ratios are taken to: the package as it comes.
     args.reference = "ns_pong" if (native_default and pong_impl == "native") else "ns_nopong"
     clients = make_clients(args.clients, failures, pong_impl)
+    args.installed_python = None
+    if not args.quick and "ns" in args.clients and "oneshot" in args.scenarios:
+        # Cold starts are timed on the package as users install it; the smoke
+        # run saves the install and uses the repository's .venv.
+        try:
+            args.installed_python = str(
+                _envs.ensure(_envs.NS, log, stamp_extra=_envs.source_digest())
+            )
+        except Exception as e:
+            log(f"installed nublado_sync environment failed, using .venv: {e}")
+            failures.append({"client": "cli", "scenario": "install", "error": str(e)})
     if args.docs:
         try:
             _envs.ensure(_envs.PLOT, log)

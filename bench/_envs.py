@@ -9,11 +9,15 @@ changes (a stamp file records the interpreter version and the requirements).
   on Python 3.11 like nublado_sync, in its own environment so that its
   dependencies do not change the repository's.
 - ``plot``: matplotlib, to draw the chart.
+- ``ns``: the repository itself, installed as users install it (not in
+  editable mode, whose import hook costs every interpreter start ~15 ms),
+  for the cold-start comparison; remade when the package's files change.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -37,6 +41,17 @@ class EnvSpec:
 RNC = EnvSpec("rnc", "3.13", ("rubin-nublado-client==16.1.0",))
 JKC = EnvSpec("jkc", "3.11", ("jupyter-kernel-client==1.0.2",))
 PLOT = EnvSpec("plot", "3.11", ("matplotlib>=3.8",))
+NS = EnvSpec("ns", "3.11", (str(REPO),))
+
+
+def source_digest() -> str:
+    """A digest of what a non-editable install of the repository copies."""
+    digest = hashlib.sha256()
+    files = [REPO / "setup.cfg", REPO / "setup.py", *sorted((REPO / "nublado_sync").rglob("*"))]
+    for path in files:
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def find_python(version: str) -> Optional[str]:
@@ -72,8 +87,11 @@ def find_python(version: str) -> Optional[str]:
     return None
 
 
-def ensure(spec: EnvSpec, log: Callable[[str], None]) -> Path:
+def ensure(spec: EnvSpec, log: Callable[[str], None], *, stamp_extra: str = "") -> Path:
     """Make the environment if missing or stale; return its interpreter.
+
+    ``stamp_extra`` is recorded with the requirements: when it changes (a
+    digest of a local source tree, say) the environment is remade.
 
     Raises
     ------
@@ -91,7 +109,7 @@ def ensure(spec: EnvSpec, log: Callable[[str], None]) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    stamp = f"{version}\n" + "\n".join(spec.requirements) + "\n"
+    stamp = f"{version}\n" + "\n".join(spec.requirements) + "\n" + stamp_extra
     stamp_file = target / ".bench-stamp"
     env_python = target / "bin" / "python"
     if stamp_file.is_file() and stamp_file.read_text() == stamp and env_python.exists():

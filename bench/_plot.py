@@ -19,7 +19,7 @@ TARGETS = [
     ("nodelay-direct", "TCP_NODELAY lab\ndirect"),
     ("nodelay-proxy", "TCP_NODELAY lab\nvia proxy"),
 ]
-ORDER = ["ns_pong", "ns_nopong", "rnc", "jkc", "zmq", "cli"]
+ORDER = ["ns_pong", "ns_nopong", "rnc", "jkc", "zmq", "cli", "script_ns", "script_rnc"]
 COLOURS = {
     "ns_pong": "#1f77b4",
     "ns_nopong": "#9ecae1",
@@ -27,6 +27,8 @@ COLOURS = {
     "jkc": "#2ca02c",
     "zmq": "#7f7f7f",
     "cli": "#9467bd",
+    "script_ns": "#6baed6",
+    "script_rnc": "#fdae6b",
 }
 RATIO_GROUPS = [
     ("cpu-per-exec", "CPU per\nexecution"),
@@ -38,6 +40,7 @@ RATIO_GROUPS = [
     ("session-open", "session\nopen"),
     ("import", "import"),
     ("oneshot", "cold\none-shot"),
+    ("cold-first", "cold run to\nfirst output"),
     ("concurrent-throughput", "8 sessions\nthroughput"),
 ]
 
@@ -110,6 +113,8 @@ def main() -> None:
         xs, vals, lo, hi = [], [], [], []
         for j, (g, _) in enumerate(present):
             entry = groups[g]["rows"].get(key)
+            if key == groups[g].get("reference"):
+                continue  # the group's own base (the CLI in the cold-run groups)
             ratio = entry and entry.get("ratio_to_nublado_sync")
             if not ratio:
                 continue
