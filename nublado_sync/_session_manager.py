@@ -17,6 +17,7 @@ from ._exceptions import (
     NubladoWebSocketError,
 )
 from ._http import HTTPSession
+from ._interrupts import deferred_interrupts
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._redact import redact_url
@@ -142,16 +143,14 @@ class JupyterLabSessionManager:
             raise NubladoUsageError("This session manager is already open", self.username)
         deadline = Deadline(self._open_timeout)
         try:
-            self._session_id, self._kernel_id = self._api.create_session(
-                kernel_name=self._kernel_name, notebook_name=self._notebook_name
-            )
-        except BaseException:
-            if self._close_http:
-                self._api.http.close()
-            raise
-        log = self._logger.bind(user=self.username, session=self._session_id)
-        log.debug("Created lab session", kernel=self._kernel_id)
-        try:
+            # A Ctrl-C that lost the answer would leave the new session and
+            # its kernel on the server: it is held until the ids are known.
+            with deferred_interrupts(self._logger, "creating the lab session"):
+                self._session_id, self._kernel_id = self._api.create_session(
+                    kernel_name=self._kernel_name, notebook_name=self._notebook_name
+                )
+            log = self._logger.bind(user=self.username, session=self._session_id)
+            log.debug("Created lab session", kernel=self._kernel_id)
             # The kernel protocol modules (and websocket-client, in
             # _handshake) load while the new kernel starts, not before the
             # request that starts it: a cold command-line run sees its
