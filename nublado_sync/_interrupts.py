@@ -6,7 +6,8 @@ session and its kernel would stay behind. While such a request is in
 flight, the first SIGINT (and SIGTERM, when a Python handler is installed
 for it, as the command-line tool does) is held and delivered as soon as
 the answer is in, when the caller can clean up; a second one is delivered
-at once.
+at once, and so is the first after a grace period, should the answer not
+come (the caller's cleanup then has to find the session by other means).
 """
 
 from __future__ import annotations
@@ -21,11 +22,16 @@ from ._logging import Logger
 
 __all__ = ["deferred_interrupts"]
 
+# How long a held interrupt waits for the answer. Creating a session takes
+# well under a second on a healthy server (the kernel is started, not
+# waited for); a user who does not want to wait interrupts again.
+_GRACE = 5.0
+
 _Handler = Callable[[int, Optional[FrameType]], Any]
 
 
 @contextlib.contextmanager
-def deferred_interrupts(logger: Logger, what: str) -> Iterator[None]:
+def deferred_interrupts(logger: Logger, what: str, grace: float = _GRACE) -> Iterator[None]:
     """Hold SIGINT and SIGTERM back for the duration of the block.
 
     Only Python-level handlers are replaced (Python's own KeyboardInterrupt
@@ -38,6 +44,8 @@ def deferred_interrupts(logger: Logger, what: str) -> Iterator[None]:
         Where to say that an interrupt is being held.
     what
         What the block does, for that message.
+    grace
+        Seconds after which a held signal is delivered anyway.
 
     Raises
     ------
@@ -51,6 +59,17 @@ def deferred_interrupts(logger: Logger, what: str) -> Iterator[None]:
     originals: Dict[int, _Handler] = {}
     pending: List[Tuple[int, Optional[FrameType]]] = []
     delivered = False
+    finished = False
+    lock = threading.Lock()
+    timers: List[threading.Timer] = []
+    main = threading.main_thread().ident
+
+    def expire(signum: int) -> None:
+        # The signal again, aimed at the main thread, so that a blocking
+        # read there is interrupted and the handler below runs.
+        with lock:
+            if not finished and main is not None and hasattr(signal, "pthread_kill"):
+                signal.pthread_kill(main, signum)
 
     def restore() -> None:
         for signum, original in originals.items():
@@ -70,6 +89,10 @@ def deferred_interrupts(logger: Logger, what: str) -> Iterator[None]:
             return
         pending.append((signum, frame))
         logger.warning(f"Interrupted: finishing {what} first, to clean it up; again to abandon it")
+        timer = threading.Timer(grace, expire, args=(signum,))
+        timer.daemon = True
+        timers.append(timer)
+        timer.start()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         current = signal.getsignal(signum)
@@ -80,6 +103,11 @@ def deferred_interrupts(logger: Logger, what: str) -> Iterator[None]:
     try:
         yield
     finally:
+        with lock:
+            finished = True
+        for timer in timers:
+            timer.cancel()
+            timer.join()
         restore()
         if pending and not delivered:
             deliver(*pending[0])

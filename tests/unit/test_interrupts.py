@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from types import FrameType
 from typing import Any, Iterator, List, Optional
 
@@ -69,6 +70,17 @@ def test_second_sigint_is_delivered_at_once() -> None:
         os.kill(os.getpid(), signal.SIGINT)
         steps.append("not reached")
     assert steps == ["held"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_held_interrupt_is_delivered_after_the_grace_period() -> None:
+    # A request whose answer never comes: the interrupt goes through after
+    # the grace period (0.2 s; margin 10 s) and wakes the blocked call.
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), deferred_interrupts(_Log(), "x", grace=0.2):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(60)
+    assert time.monotonic() - start < 0.2 + 10
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
