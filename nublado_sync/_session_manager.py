@@ -228,6 +228,8 @@ class JupyterLabSessionManager:
         # Imported on first use: `import nublado_sync` stays cheap for cold starts.
         import websocket
 
+        from ._transport import open_websocket
+
         assert self._kernel_id is not None
         client_id = uuid.uuid4().hex
         url = self._api.channels_url(self._kernel_id, client_id)
@@ -237,7 +239,7 @@ class JupyterLabSessionManager:
                 "Timed out attempting to open WebSocket to lab session", self.username
             )
         try:
-            return websocket.create_connection(
+            return open_websocket(
                 url,
                 timeout=timeout,
                 subprotocols=subprotocols,
@@ -246,7 +248,6 @@ class JupyterLabSessionManager:
                 # A redirected handshake would re-send the token to wherever
                 # it points; the hub client follows redirects itself.
                 redirect_limit=0,
-                enable_multithread=False,
                 # Text frames (legacy protocol) are decoded, and so checked,
                 # by the session; websocket-client's own check is pure
                 # Python and costs about a second per 5 MB.

@@ -28,7 +28,7 @@ _OPCODE_TEXT = 0x1
 _OPCODE_BINARY = 0x2
 _OPCODE_CLOSE = 0x8
 
-__all__ = ["KernelSocket"]
+__all__ = ["KernelSocket", "open_websocket"]
 
 
 class _DeadlineSocket:
@@ -76,6 +76,99 @@ class _DeadlineSocket:
     def sendall(self, data: bytes) -> None:
         self._arm()
         self._sock.sendall(data)
+
+
+class _HandshakeDeadline:
+    """Ends the opening of a WebSocket that outlives its deadline.
+
+    websocket-client reads the handshake answer a byte at a time and applies
+    the timeout to each read, so a server that trickles its answer is never
+    timed out. This thread shuts the socket down at the deadline, which ends
+    the read in progress; the opener then reports a timeout.
+    """
+
+    def __init__(self, ws: websocket.WebSocket, timeout: float) -> None:
+        self.expired = False
+        self._ws = ws
+        self._timeout = timeout
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, name="nublado-handshake-deadline", daemon=True
+        )
+
+    def __enter__(self) -> _HandshakeDeadline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        if self._done.wait(self._timeout):
+            return
+        self.expired = True
+        # The socket exists only once the TCP (and TLS) connection is made;
+        # until then websocket-client's own per-operation timeout applies.
+        while not self._done.is_set():
+            sock = self._ws.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
+            self._done.wait(0.05)
+
+
+def open_websocket(url: str, *, timeout: Optional[float], **options: Any) -> websocket.WebSocket:
+    """Open a WebSocket, the handshake included, within ``timeout`` seconds.
+
+    Parameters
+    ----------
+    url
+        ``ws://`` or ``wss://`` URL.
+    timeout
+        Seconds for the whole opening, or `None` for no deadline.
+    **options
+        ``sslopt`` and ``skip_utf8_validation`` for the connection, the
+        rest for websocket-client's ``connect``.
+
+    Returns
+    -------
+    websocket.WebSocket
+        The open connection.
+
+    Raises
+    ------
+    websocket.WebSocketTimeoutException
+        The deadline passed.
+    websocket.WebSocketException
+        Or `OSError`, `ValueError`: the opening failed, as websocket-client
+        reports it (the caller turns these into its own exceptions).
+    """
+    import websocket
+
+    ws = websocket.WebSocket(
+        sslopt=options.pop("sslopt", None),
+        skip_utf8_validation=options.pop("skip_utf8_validation", False),
+        enable_multithread=False,
+    )
+    ws.settimeout(timeout)
+    if timeout is None:
+        ws.connect(url, timeout=timeout, **options)  # type: ignore[no-untyped-call]
+        return ws
+    guard = _HandshakeDeadline(ws, timeout)
+    try:
+        with guard:
+            ws.connect(url, timeout=timeout, **options)  # type: ignore[no-untyped-call]
+    except Exception as e:
+        if guard.expired:
+            raise websocket.WebSocketTimeoutException("WebSocket opening timed out") from e
+        raise
+    if guard.expired:
+        # Done just as the deadline struck: the socket is already shut.
+        ws.shutdown()  # type: ignore[no-untyped-call]
+        raise websocket.WebSocketTimeoutException("WebSocket opening timed out")
+    return ws
 
 
 def _poller(ws: websocket.WebSocket) -> Optional[select.poll]:

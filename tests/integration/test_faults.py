@@ -191,7 +191,6 @@ class OpenFault:
 
 LEAK = "a session whose creation answer is lost (timeout, closed connection) stays on the server"
 ENDLESS = "a response body that never ends is read without a deadline"
-TRICKLE = "the WebSocket handshake answer is read without a deadline: a trickle never times out"
 
 OPEN_FAULTS = {
     "create-hang": OpenFault(Faults(http={"create": "hang"}), NubladoWebError, created=True),
@@ -206,9 +205,7 @@ OPEN_FAULTS = {
     "create-redirect-out": OpenFault(Faults(http={"create": "redirect_out"}), NubladoWebError),
     "websocket-connect-silent": OpenFault(Faults(silent_from=2), NubladoTimeoutError, True),
     "handshake-hang": OpenFault(Faults(handshake="hang"), NubladoTimeoutError, True),
-    "handshake-trickle": pytest.param(
-        OpenFault(Faults(handshake="trickle"), NubladoTimeoutError, True), marks=bug(TRICKLE)
-    ),
+    "handshake-trickle": OpenFault(Faults(handshake="trickle"), NubladoTimeoutError, True),
     "handshake-close": OpenFault(Faults(handshake="close"), NubladoWebSocketError, True),
     "handshake-garbage": OpenFault(Faults(handshake="garbage"), NubladoWebSocketError, True),
     "handshake-bad-accept": OpenFault(Faults(handshake="bad_accept"), NubladoWebSocketError, True),
