@@ -89,7 +89,8 @@ class JupyterLabSession:
         dead, so a vanished kernel or connection never hangs a call.
     max_message_size
         Largest message accepted from the kernel, in bytes; a larger one
-        raises `NubladoWebSocketError`. `None` for no limit.
+        raises `NubladoWebSocketError` as soon as its frame headers announce
+        the size, before it is read. `None` for no limit.
     prompt_acks
         While a reply is awaited, answer each message with an unsolicited
         pong frame when nothing more is waiting. This lets the server's TCP

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import websocket
 
 # RFC 6455 opcodes (websocket-client is imported lazily, see send).
+_OPCODE_CONTINUATION = 0x0
 _OPCODE_TEXT = 0x1
 _OPCODE_BINARY = 0x2
 _OPCODE_CLOSE = 0x8
@@ -171,6 +172,41 @@ def open_websocket(url: str, *, timeout: Optional[float], **options: Any) -> web
     return ws
 
 
+class _FrameTooLargeError(Exception):
+    """A frame header announced more than the message size limit."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _limit_message_size(ws: websocket.WebSocket, limit: int) -> None:
+    """Refuse a message once its frame headers announce more than ``limit`` bytes.
+
+    websocket-client reads a whole frame into memory before returning it,
+    so a check of the message comes after a server that announced
+    gigabytes has been read. The length is known as soon as a frame header
+    is in: the frame reader's length step is wrapped to check it, counting
+    continuation frames towards their message.
+    """
+    buffer = ws.frame_buffer
+    read_length = buffer.recv_length
+    total = 0
+
+    def recv_length() -> None:
+        nonlocal total
+        read_length()
+        opcode = buffer.header[4] if buffer.header else _OPCODE_BINARY
+        if opcode >= _OPCODE_CLOSE:
+            return  # control frames carry 125 bytes at most
+        length: int = buffer.length or 0
+        total = length if opcode != _OPCODE_CONTINUATION else total + length
+        if total > limit:
+            raise _FrameTooLargeError(total)
+
+    buffer.recv_length = recv_length  # type: ignore[method-assign]
+
+
 def _poller(ws: websocket.WebSocket) -> Optional[select.poll]:
     # poll, unlike select, works for descriptors above FD_SETSIZE; where it
     # is missing (Windows) the prompt acknowledgements are simply skipped.
@@ -226,6 +262,8 @@ class KernelSocket:
         self._prompt_acks = prompt_acks
         if ws.sock is not None and not isinstance(ws.sock, _DeadlineSocket):
             ws.sock = _DeadlineSocket(ws.sock)  # type: ignore[assignment]
+        if max_message_size is not None:
+            _limit_message_size(ws, max_message_size)
         self._poll = _poller(ws)
         self.subprotocol = ws.getsubprotocol()
         self.is_v1 = self.subprotocol == V1_SUBPROTOCOL
@@ -313,6 +351,14 @@ class KernelSocket:
             opcode, frame = self._ws.recv_data_frame(control_frame=True)
         except websocket.WebSocketTimeoutException:
             return None
+        except _FrameTooLargeError as e:
+            # The rest of the frame is still on the wire, and reading it is
+            # what the limit is for: drop the connection (no close
+            # handshake, which would read on).
+            self._ws.shutdown()  # type: ignore[no-untyped-call]
+            raise self._error(
+                f"Message of {e.size} bytes exceeds the limit of {self._max_size}"
+            ) from None
         except websocket.WebSocketConnectionClosedException as e:
             raise self._error("Connection closed unexpectedly (no close frame)") from e
         except (websocket.WebSocketException, OSError) as e:

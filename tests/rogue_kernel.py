@@ -106,6 +106,7 @@ EXECUTE_FAULTS = (
     "truncated",  # a v1 frame whose offsets point past its end
     "oversized",  # a v1 frame of `RogueKernelServer.oversize` bytes
     "huge_frame",  # a frame header announcing 64 MiB, then the 64 MiB
+    "huge_fragmented",  # a 64 MiB message in 512 KiB fragments
     "garbage",  # a binary frame of random bytes
     "bad_ws_frame",  # a WebSocket frame with reserved bits and opcode set
     "text_garbage",  # a text frame that is not JSON
@@ -819,6 +820,9 @@ class RogueKernelServer:
         elif fault == "huge_frame":
             ws.broken = True
             self._start(self._huge, "huge", ws)
+        elif fault == "huge_fragmented":
+            ws.broken = True
+            self._start(self._huge_fragmented, "huge", ws)
         elif fault == "garbage":
             ws.frame(0x2, os.urandom(300))
         elif fault == "bad_ws_frame":
@@ -872,6 +876,20 @@ class RogueKernelServer:
             while self.huge_sent < self.huge_size and not self._stop.is_set():
                 ws.raw(chunk)
                 self.huge_sent += len(chunk)
+        except _ClosedError:
+            return
+
+    def _huge_fragmented(self, ws: _Socket) -> None:
+        fragment = 512 * 1024
+        payload = b"\0" * fragment
+        try:
+            while self.huge_sent < self.huge_size and not self._stop.is_set():
+                first = self.huge_sent == 0
+                last = self.huge_sent + fragment >= self.huge_size
+                opcode = 0x2 if first else 0x0
+                head = bytes([(0x80 if last else 0) | opcode, 127]) + struct.pack("!Q", fragment)
+                ws.raw(head + payload)
+                self.huge_sent += fragment
         except _ClosedError:
             return
 

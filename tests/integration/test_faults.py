@@ -373,16 +373,17 @@ def test_trickle_output_reaches_the_caller(rogue: RogueKernelServer) -> None:
     assert info.value.output.count("tick ") >= 1
 
 
-@bug("max_websocket_size is checked only after the whole frame was read into memory")
-def test_huge_frame_is_refused_before_it_is_read(rogue: RogueKernelServer) -> None:
-    rogue.faults = Faults(execute="huge_frame")
+@pytest.mark.parametrize("fault", ["huge_frame", "huge_fragmented"])
+def test_huge_message_is_refused_before_it_is_read(rogue: RogueKernelServer, fault: str) -> None:
+    # One frame announcing 64 MiB, or 512 KiB fragments adding up to it.
+    rogue.faults = Faults(execute=fault)
     with (
         lab(rogue.url, max_websocket_size=1024 * 1024) as session,
         pytest.raises(NubladoWebSocketError),
     ):
         session.execute("print('x')", timeout=seconds(10))
-    # The frame header announced 64 MiB; the client should have hung up
-    # long before taking it all.
+    # The client should have hung up as soon as the announced sizes passed
+    # its 1 MiB limit, long before taking 64 MiB.
     assert rogue.huge_sent < 16 * 1024 * 1024, f"client read {rogue.huge_sent} bytes"
 
 
