@@ -38,7 +38,9 @@ What makes it look like Nublado to a client:
 Readiness comes from the hub's log, teardown signals the hub's process group
 and then kills whatever the hub left (labs, the proxy and kernels each run
 in sessions of their own, so they are found by an environment marker that
-every one of them inherits).
+every one of them inherits). The hub side (authenticator, spawner) is
+`tests.hub_plugins`, which the hub loads by path; the process handling is
+shared with `tests.jupyter_servers` in `tests.processes`.
 
 Behaviour of JupyterHub 6.1.1 seen through this test bed, beyond the
 project's reference on the hub flow:
@@ -64,30 +66,36 @@ project's reference on the hub flow:
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import http.cookiejar
-import json
 import os
 import re
 import secrets
-import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import requests
+
+from .hub_plugins import MARKER_VARIABLE, USER_VARIABLE, read_json, write_json
+from .processes import (
+    KERNEL_NAME,
+    OutputReader,
+    cookieless_session,
+    is_alive,
+    stop_group,
+    wait_gone,
+    write_kernelspec,
+)
 
 __all__ = [
     "CHP_INSTALL_COMMAND",
@@ -97,9 +105,6 @@ __all__ = [
     "resolve_localhost_subdomains",
     "running_hub",
 ]
-
-KERNEL_NAME = "lsst"
-"""Name of the kernelspec every test lab offers, and its default."""
 
 START_TIMEOUT = 90.0
 """Seconds to wait for the hub to report that it is running."""
@@ -115,26 +120,9 @@ CHP_INSTALL_COMMAND = (
 )
 """How to install configurable-http-proxy where `find_chp` looks first."""
 
-ADMIN_SERVICE = "testbed-admin"
-"""Name of the hub service whose token is `TestHub.admin_token`."""
-
 _REPO = Path(__file__).resolve().parent.parent
 
-# Every process of a test hub (the hub, the proxy, labs and kernels) inherits
-# this variable, whose value is unique per hub: the only reliable way to find
-# them all, since the proxy, each lab and each kernel run in a session of
-# their own.
-_MARKER_VARIABLE = "NUBLADO_TESTBED_HUB"
-
-# Every process of a lab (the lab and its kernels) inherits this one, whose
-# value is the user's name.
-_USER_VARIABLE = "NUBLADO_TESTBED_USER"
-
 _READY_RE = re.compile(r"JupyterHub is now running")
-
-# Lines of output kept for diagnostics: the hub's, the proxy's, the labs'
-# and the kernels' (they all inherit the hub's stdout).
-_LOG_LINES = 20000
 
 # Server extensions installed in the venv that the tests do not need. Turning
 # them off makes lab starts faster; jupyterlab stays (``user/<u>/lab`` must
@@ -142,133 +130,10 @@ _LOG_LINES = 20000
 # session manager needs it.
 _UNNEEDED_EXTENSIONS = ("jupyter_lsp", "jupyter_server_terminals", "notebook_shim")
 
-# The options form of Nublado's spawner, reduced to the fields a client
-# submits (the real one offers menus of images built from the registry).
-_OPTIONS_FORM = """
-<div class="form-group">
-  <p>Image</p>
-  <label><input type="radio" name="image_class" value="recommended" checked>
-    Recommended</label>
-  <label><input type="radio" name="image_class" value="latest-release">
-    Latest release</label>
-  <label><input type="radio" name="image_class" value="latest-weekly">
-    Latest weekly</label>
-  <label><input type="radio" name="image_class" value="latest-daily">
-    Latest daily</label>
-  <label>Tag <input type="text" name="image_tag" value=""></label>
-  <label>Image reference <input type="text" name="image_list" value=""></label>
-</div>
-<div class="form-group">
-  <label>Size
-    <select name="size">
-      <option value="Fine">Fine</option>
-      <option value="Diminutive">Diminutive</option>
-      <option value="Tiny">Tiny</option>
-      <option value="Small">Small</option>
-      <option value="Medium">Medium</option>
-      <option value="Large" selected>Large</option>
-      <option value="Huge">Huge</option>
-      <option value="Gargantuan">Gargantuan</option>
-      <option value="Colossal">Colossal</option>
-    </select>
-  </label>
-  <label><input type="checkbox" name="enable_debug" value="true"> Enable debug logs</label>
-</div>
-"""
-
 
 # --------------------------------------------------------------------------
 # Test-process side
 # --------------------------------------------------------------------------
-
-
-class _LogReader:
-    """Drain the hub's output in a thread and watch for readiness.
-
-    The hub's stdout and stderr share one pipe, which the proxy, the labs
-    and the kernels inherit. It is read until end of file so that it never
-    fills up and blocks them, and the lines are kept for diagnostics.
-
-    Parameters
-    ----------
-    stream
-        The read end of the output pipe.
-    """
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self._lines: collections.deque[str] = collections.deque(maxlen=_LOG_LINES)
-        self._lock = threading.Lock()
-        self.running = False
-        # Set once the hub runs or the output has ended, whichever comes
-        # first, so that a hub dying at start does not cost the timeout.
-        self.ready = threading.Event()
-        self.finished = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jupyterhub-log", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for raw in iter(self._stream.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                with self._lock:
-                    self._lines.append(line)
-                if not self.running and _READY_RE.search(line):
-                    self.running = True
-                    self.ready.set()
-        except (OSError, ValueError):
-            # The pipe was closed under us during teardown.
-            pass
-        finally:
-            self.finished.set()
-            self.ready.set()
-
-    def text(self) -> str:
-        """Return the output captured so far.
-
-        Returns
-        -------
-        str
-            The captured lines, joined with newlines.
-        """
-        with self._lock:
-            return "\n".join(self._lines)
-
-    def join(self, timeout: float) -> None:
-        """Wait for the reader thread to end.
-
-        Parameters
-        ----------
-        timeout
-            Seconds to wait at most.
-        """
-        self._thread.join(timeout)
-
-
-def _cookieless_session() -> requests.Session:
-    """Make an HTTP session that sends only what each call says.
-
-    Token-authenticated answers may set login cookies; kept, they would
-    authenticate later calls on their own.
-    """
-    session = requests.Session()
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return session
-
-
-def _write_json(path: Path, value: object) -> None:
-    """Write a JSON file atomically, so that its reader never sees half of it."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1))
-    os.replace(partial, path)
-
-
-def _read_json(path: Path) -> Any:
-    """Read a JSON file, or return None if it does not exist."""
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
 
 
 @dataclass
@@ -319,8 +184,8 @@ class TestHub:
     marker: str = field(default="", repr=False)
     start_seconds: float = field(default=0.0, repr=False)
     state_dir: Path = field(default=Path(), repr=False)
-    _log: _LogReader | None = field(default=None, repr=False)
-    _http: requests.Session = field(default_factory=_cookieless_session, repr=False)
+    _log: OutputReader | None = field(default=None, repr=False)
+    _http: requests.Session = field(default_factory=cookieless_session, repr=False)
 
     @property
     def users(self) -> list[str]:
@@ -457,7 +322,7 @@ class TestHub:
             ``{"image_class": ["recommended"], "size": ["Large"]}``.
             Failed spawns are included.
         """
-        forms = _read_json(self.state_dir / "forms.json") or {}
+        forms = read_json(self.state_dir / "forms.json") or {}
         result: list[dict[str, Any]] = forms.get(user, [])
         return result
 
@@ -477,9 +342,9 @@ class TestHub:
             it; `stop_all` interrupts it.
         """
         path = self.state_dir / "behaviour.json"
-        behaviour = _read_json(path) or {}
+        behaviour = read_json(path) or {}
         behaviour[user] = {"fail": fail, "delay": delay}
-        _write_json(path, behaviour)
+        write_json(path, behaviour)
 
     def stop_all(self, timeout: float = SERVER_STOP_TIMEOUT) -> float:
         """Stop every user's server, pending spawns included, and wait.
@@ -533,9 +398,9 @@ class TestHub:
         # they notice within a second that their parent is gone. In Nublado
         # they go with the lab's pod: wait for them, and kill what is slow.
         leftovers = _marked(self.marker, stopped)
-        survivors = _wait_gone(leftovers, max(deadline - time.monotonic(), 0.0))
+        survivors = wait_gone(leftovers, max(deadline - time.monotonic(), 0.0))
         if survivors:
-            _wait_gone(survivors, 5, send=signal.SIGKILL)
+            wait_gone(survivors, 5, send=signal.SIGKILL)
         return time.monotonic() - started
 
     def processes(self, user: str | None = None) -> list[psutil.Process]:
@@ -641,19 +506,6 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _write_kernelspec(path_dir: Path) -> None:
-    """Write the ``lsst`` kernelspec under a directory on ``JUPYTER_PATH``."""
-    spec_dir = path_dir / "kernels" / KERNEL_NAME
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "LSST",
-        "language": "python",
-        "metadata": {"debugger": False},
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
-
-
 def _lab_args(documents: bool, extra: Sequence[str], rubin_execution: str | None) -> list[str]:
     """Build the single-user servers' command-line options."""
     extensions = dict.fromkeys(_UNNEEDED_EXTENSIONS, False)
@@ -693,7 +545,7 @@ def _hub_environment(tmp: Path, marker: str, proxy_token: str) -> dict[str, str]
     }
     env.update(
         {
-            _MARKER_VARIABLE: marker,
+            MARKER_VARIABLE: marker,
             # Read by the hub's ConfigurableHTTPProxy (auth_token default)
             # and passed to the proxy it starts; out of any command line.
             "CONFIGPROXY_AUTH_TOKEN": proxy_token,
@@ -713,13 +565,13 @@ _CONFIG_TEMPLATE = '''\
 import importlib.util
 import sys
 
-# The hub side of the test bed lives in the same module as the test side;
-# load it from its file, without putting the tests on the hub's sys.path.
-_spec = importlib.util.spec_from_file_location("_nublado_hub_testbed", {module!r})
-_testbed = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = _testbed
-_spec.loader.exec_module(_testbed)
-_testbed.configure_hub(c, {settings!r})
+# The hub side of the test bed (tests/hub_plugins.py): loaded from its
+# file, without putting the tests on the hub's sys.path.
+_spec = importlib.util.spec_from_file_location("_nublado_hub_plugins", {module!r})
+_plugins = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _plugins
+_spec.loader.exec_module(_plugins)
+_plugins.configure_hub(c, {settings!r})
 '''
 
 
@@ -767,13 +619,13 @@ def running_hub(
     marker = secrets.token_hex(8)
     tmp = Path(tempfile.mkdtemp(prefix="jupyterhub-testbed-"))
     process: subprocess.Popen[bytes] | None = None
-    reader: _LogReader | None = None
+    reader: OutputReader | None = None
     hub: TestHub | None = None
     try:
         for name in ("config", "data", "runtime", "ipython", "path"):
             (tmp / "jupyter" / name).mkdir(parents=True)
         (tmp / "home").mkdir()
-        _write_kernelspec(tmp / "jupyter" / "path")
+        write_kernelspec(tmp / "jupyter" / "path")
         # Imported here, not at the top: the hub loads this file by path,
         # outside the tests package.
         from . import rubin_execution
@@ -802,10 +654,11 @@ def running_hub(
             "lab_args": _lab_args(documents, lab_args, rubin_module),
             "pylib": str(tmp / "pylib"),
         }
-        _write_json(tmp / "settings.json", settings)
+        write_json(tmp / "settings.json", settings)
         (tmp / "jupyterhub_config.py").write_text(
             _CONFIG_TEMPLATE.format(
-                module=str(Path(__file__).resolve()), settings=str(tmp / "settings.json")
+                module=str(Path(__file__).resolve().with_name("hub_plugins.py")),
+                settings=str(tmp / "settings.json"),
             )
         )
         started = time.monotonic()
@@ -820,7 +673,7 @@ def running_hub(
             start_new_session=True,
         )
         assert process.stdout is not None
-        reader = _LogReader(process.stdout)
+        reader = OutputReader(process.stdout, _READY_RE, "jupyterhub-log")
         reader.ready.wait(START_TIMEOUT)
         if not reader.running:
             why = "exited" if reader.finished.is_set() else "did not start"
@@ -875,357 +728,22 @@ def _marked(marker: str, users: Collection[str] | None = None) -> list[psutil.Pr
     for proc in psutil.process_iter(["environ"]):
         # Processes of other users, and zombies, have no readable environ.
         environ = proc.info.get("environ") or {}
-        if environ.get(_MARKER_VARIABLE) != marker:
+        if environ.get(MARKER_VARIABLE) != marker:
             continue
-        if users is not None and environ.get(_USER_VARIABLE) not in users:
+        if users is not None and environ.get(USER_VARIABLE) not in users:
             continue
-        if _is_alive(proc):
+        if is_alive(proc):
             found.append(proc)
     return found
 
 
-def _is_alive(proc: psutil.Process) -> bool:
-    """Tell whether a process is running (zombies are dead)."""
-    try:
-        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def _wait_gone(
-    procs: Sequence[psutil.Process], timeout: float, *, send: signal.Signals | None = None
-) -> list[psutil.Process]:
-    """Wait for processes to exit, optionally signalling them first.
-
-    Parameters
-    ----------
-    procs
-        The processes.
-    timeout
-        Seconds to wait for them at most.
-    send
-        A signal to send them first.
-
-    Returns
-    -------
-    list of psutil.Process
-        Those still running after the timeout.
-    """
-    pidfds: dict[int, psutil.Process] = {}
-    try:
-        for proc in procs:
-            pidfd = None
-            try:
-                # Orphans are not our children and cannot be waited for,
-                # and PID 1 on some machines never reaps them, so they stay
-                # zombies. A pidfd becomes readable when its process exits,
-                # zombie or not; opened before the liveness check, it pins
-                # the process that the check saw.
-                pidfd = os.pidfd_open(proc.pid)
-                if not _is_alive(proc):
-                    continue
-                if send is not None:
-                    proc.send_signal(send)
-                pidfds[pidfd] = proc
-                pidfd = None
-            except (psutil.Error, OSError):
-                pass  # Gone already.
-            finally:
-                if pidfd is not None:
-                    os.close(pidfd)
-        deadline = time.monotonic() + timeout
-        pending = list(pidfds)
-        while pending and (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select(pending, [], [], left)
-            pending = [fd for fd in pending if fd not in ready]
-        return [pidfds[fd] for fd in pending]
-    finally:
-        for fd in pidfds:
-            os.close(fd)
-
-
 def _stop(process: subprocess.Popen[bytes], marker: str) -> None:
     """Stop the hub and everything it started."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            # SIGTERM lets the hub stop the labs and the proxy itself.
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    # SIGTERM lets the hub stop the labs and the proxy itself.
+    stop_group(process, STOP_TIMEOUT)
     # Whatever is left, each in a session of its own: kernels (a lab that
     # the hub stops with SIGINT leaves them behind), labs and a proxy that
     # the hub could not stop.
-    survivors = _wait_gone(_marked(marker), STOP_TIMEOUT, send=signal.SIGTERM)
+    survivors = wait_gone(_marked(marker), STOP_TIMEOUT, send=signal.SIGTERM)
     if survivors:
-        _wait_gone(survivors, 5, send=signal.SIGKILL)
-
-
-# --------------------------------------------------------------------------
-# Hub-process side: loaded by the generated jupyterhub_config.py
-# --------------------------------------------------------------------------
-
-
-def _nublado_options_from_form(form_data: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Turn the submitted spawn form into ``user_options``.
-
-    Like Nublado's spawner, this passes the form through (a dict of lists of
-    strings; Nublado's lab controller unpacks them), without the XSRF field
-    that the hub hands over with the rest.
-    """
-    return {key: values for key, values in form_data.items() if key != "_xsrf"}
-
-
-def _accept_user_options(spawner: object, user_options: dict[str, Any]) -> None:
-    """Accept ``user_options`` as they are.
-
-    Nublado's spawner hands them to its lab controller, which validates
-    them; here the spawner only records them. Without a hook the hub warns
-    about "unhandled user_options" at every spawn.
-    """
-
-
-def _hub_plugins(settings: dict[str, Any]) -> tuple[type, type]:
-    """Build the authenticator and spawner classes (inside the hub only).
-
-    JupyterHub is imported here rather than at the top of the module so that
-    the test process, which imports this module too, does not pay for it.
-
-    Parameters
-    ----------
-    settings
-        The test bed settings of this hub.
-
-    Returns
-    -------
-    tuple of type
-        The authenticator class and the spawner class.
-    """
-    import asyncio
-
-    from jupyterhub.auth import Authenticator
-    from jupyterhub.handlers.base import BaseHandler
-    from jupyterhub.spawner import SimpleLocalProcessSpawner
-    from jupyterhub.utils import url_path_join
-    from tornado import web
-
-    token_users: dict[str, str] = settings["tokens"]
-    state_dir = Path(settings["state_dir"])
-    forms_path = state_dir / "forms.json"
-    behaviour_path = state_dir / "behaviour.json"
-    jupyter_dir = state_dir / "jupyter"
-
-    class BearerLoginHandler(BaseHandler):  # type: ignore[misc]
-        """Log in the user whose token is in the ``Authorization`` header.
-
-        This stands for the Rubin ingress (which validates the token) plus
-        the Nublado authenticator (which logs its user in).
-        """
-
-        async def get(self) -> None:
-            scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                self.set_header("WWW-Authenticate", 'Bearer realm="testbed"')
-                raise web.HTTPError(401, "Authorization: Bearer <token> required")
-            user = await self.login_user({"token": token.strip()})
-            if user is None:
-                raise web.HTTPError(403, "Unknown token")
-            self.redirect(self.get_next_url(user))
-
-    class TestbedAuthenticator(Authenticator):  # type: ignore[misc]
-        """Authenticator mapping bearer tokens to users, with auto-login."""
-
-        login_service = "Bearer token"
-
-        def login_url(self, base_url: str) -> str:
-            return str(url_path_join(base_url, "bearer/login"))
-
-        def get_handlers(self, app: object) -> list[tuple[str, type]]:
-            return [("/bearer/login", BearerLoginHandler)]
-
-        async def authenticate(self, handler: object, data: dict[str, str]) -> str | None:
-            return token_users.get(data.get("token", ""))
-
-    class TestbedSpawner(SimpleLocalProcessSpawner):  # type: ignore[misc]
-        """Local lab spawner with Nublado's form, progress and test controls."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._events: list[dict[str, Any]] = []
-            self._changed = asyncio.Event()
-
-        def _note(self, progress: int, message: str) -> None:
-            """Add a progress event and wake the progress streams."""
-            self._events.append({"progress": progress, "message": message})
-            changed, self._changed = self._changed, asyncio.Event()
-            changed.set()
-
-        async def progress(self) -> Any:
-            """Yield the progress events of the current spawn.
-
-            Each stream replays the events it missed, then waits for more;
-            the hub ends it when the spawn is over.
-            """
-            events, index = self._events, 0
-            while True:
-                changed = self._changed
-                while index < len(events):
-                    yield events[index]
-                    index += 1
-                if events is not self._events:
-                    # The list was replaced (a spawn started or ended) since
-                    # this stream began, and the old one is drained.
-                    events, index = self._events, 0
-                    continue
-                await changed.wait()
-
-        def get_env(self) -> dict[str, str]:
-            env: dict[str, str] = super().get_env()
-            env.update(
-                {
-                    _MARKER_VARIABLE: settings["marker"],
-                    _USER_VARIABLE: self.user.name,
-                    # Isolated from the user's own Jupyter setup; the
-                    # kernelspec is on JUPYTER_PATH. The sys-prefix
-                    # configuration stays, as in a lab image.
-                    "JUPYTER_CONFIG_DIR": str(jupyter_dir / "config"),
-                    "JUPYTER_DATA_DIR": str(jupyter_dir / "data"),
-                    "JUPYTER_RUNTIME_DIR": str(jupyter_dir / "runtime" / self.user.name),
-                    "JUPYTER_PATH": str(jupyter_dir / "path"),
-                    "IPYTHONDIR": str(jupyter_dir / "ipython"),
-                    "PYTHONUNBUFFERED": "1",
-                    # Where the Rubin execution extension module is.
-                    "PYTHONPATH": settings["pylib"],
-                }
-            )
-            return env
-
-        async def start(self) -> Any:
-            # The events of a spawn live from its start until the server
-            # stops or the spawn fails, so that a stream opened before
-            # start() (the hub has awaits of its own before calling it) never
-            # sees those of an earlier spawn.
-            self._events = []
-            try:
-                return await self._start()
-            except BaseException:
-                self._events = []
-                raise
-
-        async def stop(self, now: bool = False) -> None:
-            self._events = []
-            await super().stop(now=now)
-
-        async def _start(self) -> tuple[str, int]:
-            user = self.user.name
-            forms = _read_json(forms_path) or {}
-            forms.setdefault(user, []).append(self.user_options)
-            _write_json(forms_path, forms)
-            behaviour = (_read_json(behaviour_path) or {}).get(user, {})
-            self._note(10, f"Testbed: lab for {user} requested")
-            delay = float(behaviour.get("delay", 0.0))
-            if delay > 0:
-                deadline = time.monotonic() + delay
-                while (left := deadline - time.monotonic()) > 0:
-                    self._note(20, f"Testbed: slow spawn, {left:.0f} s to go")
-                    await asyncio.sleep(min(1.0, left))
-            if behaviour.get("fail"):
-                self._note(30, "Testbed: failing as asked")
-                raise RuntimeError(f"Testbed spawn failure for {user} (requested by the test)")
-            self._note(50, "Testbed: starting the lab process")
-            ip, port = await super().start()
-            self._note(70, "Testbed: waiting for the lab to listen")
-            await self._wait_listening(ip, port)
-            self._note(90, "Testbed: the lab listens")
-            return ip, port
-
-        async def _wait_listening(self, ip: str, port: int) -> None:
-            """Return once the lab accepts connections.
-
-            The hub checks a new lab with an exponential backoff (0.2 s,
-            then about 0.4, 0.8, 1.6 s…), which adds a second or two to a
-            two-second lab start; it checks once at once, though, so a lab
-            that already listens costs nothing. Polling the port here is
-            cheap, and Nublado's spawner also returns only once the lab's
-            pod runs. The hub's ``start_timeout`` bounds the wait.
-            """
-            while True:
-                status = self.proc.poll()
-                if status is not None:
-                    raise RuntimeError(f"the lab exited with status {status} before listening")
-                try:
-                    _, writer = await asyncio.open_connection(ip, port)
-                except OSError:
-                    await asyncio.sleep(0.05)
-                else:
-                    writer.close()
-                    await writer.wait_closed()
-                    return
-
-    return TestbedAuthenticator, TestbedSpawner
-
-
-def configure_hub(c: Any, settings_path: str) -> None:
-    """Configure a test hub (called by its generated ``jupyterhub_config.py``).
-
-    Parameters
-    ----------
-    c
-        The hub's traitlets configuration object.
-    settings_path
-        The JSON file with the test bed settings of this hub.
-    """
-    settings = json.loads(Path(settings_path).read_text())
-    state_dir = Path(settings["state_dir"])
-    authenticator, spawner = _hub_plugins(settings)
-
-    c.JupyterHub.bind_url = f"http://127.0.0.1:{settings['public_port']}"
-    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{settings['hub_port']}"
-    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{settings['api_port']}"
-    c.ConfigurableHTTPProxy.command = [settings["chp"]]
-    c.ConfigurableHTTPProxy.pid_file = str(state_dir / "proxy.pid")
-    if settings["subdomain_host"]:
-        c.JupyterHub.subdomain_host = settings["subdomain_host"]
-    c.JupyterHub.db_url = f"sqlite:///{state_dir / 'jupyterhub.sqlite'}"
-    c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
-    c.JupyterHub.pid_file = str(state_dir / "jupyterhub.pid")
-
-    c.JupyterHub.authenticator_class = authenticator
-    c.Authenticator.auto_login = True
-    # Only known tokens log in, so whoever logs in is allowed.
-    c.Authenticator.allow_all = True
-
-    # The tokens are random and long: they need no slow salted hashing (16384
-    # rounds per check otherwise).
-    c.JupyterHub.trust_user_provided_tokens = True
-    if settings["api_token_login"]:
-        # Pending deprecation in favour of services, but still how a token
-        # chosen in advance becomes a user's API token (with the user's own
-        # permissions); it also creates the users at start.
-        c.JupyterHub.api_tokens = dict(settings["tokens"])
-        # Users that api_tokens creates get no role, so their tokens
-        # ("inherit") would have no permission at all; allowed users get the
-        # default "user" role at start.
-        c.Authenticator.allowed_users = set(settings["tokens"].values())
-    c.JupyterHub.services = [{"name": ADMIN_SERVICE, "api_token": settings["admin_token"]}]
-    c.JupyterHub.load_roles = [
-        {
-            "name": ADMIN_SERVICE,
-            "description": "Test bed queries: read and stop servers, use labs",
-            "scopes": ["admin:users", "admin:servers", "access:servers"],
-            "services": [ADMIN_SERVICE],
-        }
-    ]
-
-    c.JupyterHub.spawner_class = spawner
-    c.Spawner.cmd = [settings["python"], "-m", "jupyterhub.singleuser"]
-    c.Spawner.args = settings["lab_args"]
-    c.Spawner.options_form = _OPTIONS_FORM
-    c.Spawner.options_from_form = _nublado_options_from_form
-    c.Spawner.apply_user_options = _accept_user_options
-    c.Spawner.start_timeout = 120
-    c.Spawner.http_timeout = 60
-    c.SimpleLocalProcessSpawner.home_dir_template = str(state_dir / "home" / "{username}")
+        wait_gone(survivors, 5, send=signal.SIGKILL)

@@ -40,35 +40,36 @@ Notes on the servers' WebSocket keep-alive, found by reading jupyter_server
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import http.cookiejar
-import json
 import os
 import re
 import secrets
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import requests
 
 from . import rubin_execution as rubin
+from .processes import (
+    KERNEL_NAME,
+    OutputReader,
+    cookieless_session,
+    is_alive,
+    stop_group,
+    wait_gone,
+    write_kernelspec,
+)
 
-__all__ = ["JupyterServer", "running_jupyter_server"]
-
-KERNEL_NAME = "lsst"
-"""Name of the kernelspec every test server offers, and its default."""
+__all__ = ["KERNEL_NAME", "JupyterServer", "running_jupyter_server"]
 
 START_TIMEOUT = 60.0
 """Seconds to wait for a server to report that it is running."""
@@ -116,90 +117,6 @@ async def _start_jupyter_server_extension(serverapp):
 '''
 _READY_RE = re.compile(_READY_MARKER + r" (http://127\.0\.0\.1:\d+/)")
 
-# Lines of server output kept for diagnostics. A kernel writing to its file
-# descriptors directly ends up here too, so the buffer is bounded.
-_LOG_LINES = 20000
-
-
-class _LogReader:
-    """Drain a server's output in a thread and watch for readiness.
-
-    The server's stdout and stderr share one pipe. It is read until end of
-    file so that the pipe never fills up and blocks the server, and the
-    lines are kept for diagnostics.
-
-    Parameters
-    ----------
-    stream
-        The read end of the server's output pipe.
-    """
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self._lines: collections.deque[str] = collections.deque(maxlen=_LOG_LINES)
-        self._lock = threading.Lock()
-        self.url: str | None = None
-        # Set once the URL is known or the output has ended, whichever comes
-        # first, so that a server dying at start does not cost the timeout.
-        self.ready = threading.Event()
-        self.finished = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jupyter-server-log", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            for raw in iter(self._stream.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\n")
-                with self._lock:
-                    self._lines.append(line)
-                if self.url is None:
-                    self._watch(line)
-        except (OSError, ValueError):
-            # The pipe was closed under us during teardown.
-            pass
-        finally:
-            self.finished.set()
-            self.ready.set()
-
-    def _watch(self, line: str) -> None:
-        match = _READY_RE.search(line)
-        if match:
-            self.url = match.group(1)
-            self.ready.set()
-
-    def text(self) -> str:
-        """Return the output captured so far.
-
-        Returns
-        -------
-        str
-            The captured lines, joined with newlines.
-        """
-        with self._lock:
-            return "\n".join(self._lines)
-
-    def join(self, timeout: float) -> None:
-        """Wait for the reader thread to end.
-
-        Parameters
-        ----------
-        timeout
-            Seconds to wait at most.
-        """
-        self._thread.join(timeout)
-
-
-def _cookieless_session() -> requests.Session:
-    """Make an HTTP session that sends only what each call says.
-
-    The server answers a token-authenticated request with a login cookie;
-    kept, it would authenticate later calls that mean to send a wrong token
-    or none.
-    """
-    session = requests.Session()
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return session
-
 
 @dataclass
 class JupyterServer:
@@ -227,8 +144,8 @@ class JupyterServer:
     pid: int = field(default=0, repr=False)
     root_dir: Path = field(default=Path(), repr=False)
     start_seconds: float = field(default=0.0, repr=False)
-    _log: _LogReader | None = field(default=None, repr=False)
-    _http: requests.Session = field(default_factory=_cookieless_session, repr=False)
+    _log: OutputReader | None = field(default=None, repr=False)
+    _http: requests.Session = field(default_factory=cookieless_session, repr=False)
 
     @property
     def ws_url(self) -> str:
@@ -337,25 +254,6 @@ def _python_literal(value: object) -> str:
     `ast.literal_eval`, so a Python literal is what it needs.
     """
     return repr(value)
-
-
-def _write_kernelspec(path_dir: Path) -> None:
-    """Write the ``lsst`` kernelspec under a directory on ``JUPYTER_PATH``."""
-    spec_dir = path_dir / "kernels" / KERNEL_NAME
-    spec_dir.mkdir(parents=True)
-    spec = {
-        "argv": [
-            sys.executable,
-            "-m",
-            "ipykernel_launcher",
-            "-f",
-            "{connection_file}",
-        ],
-        "display_name": "LSST",
-        "language": "python",
-        "metadata": {"debugger": False},
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
 
 
 def _environment(tmp: Path, token: str) -> dict[str, str]:
@@ -470,66 +368,7 @@ def _started_by(pid: int) -> list[psutil.Process]:
         environ = proc.info.get("environ") or {}
         if environ.get("JPY_PARENT_PID") == marker:
             found.setdefault(proc.pid, proc)
-    return [proc for proc in found.values() if _is_alive(proc)]
-
-
-def _is_alive(proc: psutil.Process) -> bool:
-    """Tell whether a process is running (zombies are dead)."""
-    try:
-        return bool(proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def _kill(procs: Sequence[psutil.Process], timeout: float) -> None:
-    """SIGKILL processes (and the groups they lead) and wait for them to die.
-
-    Parameters
-    ----------
-    procs
-        The processes.
-    timeout
-        Seconds to wait for them at most.
-    """
-    pidfds: list[int] = []
-    for proc in procs:
-        pidfd = None
-        try:
-            # Orphans are not our children, so they cannot be waited for;
-            # and PID 1 on some machines never reaps them, so they stay
-            # zombies and exist for ever as far as psutil.wait_procs can
-            # tell. A pidfd becomes readable when its process exits, zombie
-            # or not. Opened before the identity check below, it pins the
-            # process that the check saw.
-            if hasattr(os, "pidfd_open"):
-                pidfd = os.pidfd_open(proc.pid)
-            if not _is_alive(proc):
-                continue
-            is_leader = os.getpgid(proc.pid) == proc.pid
-            proc.kill()
-            if is_leader:
-                # A kernel leads its own group: take its children with it.
-                os.killpg(proc.pid, signal.SIGKILL)
-            if pidfd is not None:
-                pidfds.append(pidfd)
-                pidfd = None
-        except (psutil.Error, OSError):
-            pass  # Gone already, or not ours to signal.
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-    try:
-        if not hasattr(os, "pidfd_open"):
-            psutil.wait_procs(procs, timeout=timeout)
-            return
-        deadline = time.monotonic() + timeout
-        pending = pidfds
-        while pending and (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select(pending, [], [], left)
-            pending = [fd for fd in pending if fd not in ready]
-    finally:
-        for fd in pidfds:
-            os.close(fd)
+    return [proc for proc in found.values() if is_alive(proc)]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -538,23 +377,14 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     # the server's process group does not reach the kernels. Note them first,
     # while they are still the server's children.
     started = _started_by(process.pid)
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            # SIGTERM lets the server shut its kernels down itself.
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_group(process, STOP_TIMEOUT)
     # Whatever is left: kernels the server could not stop, or orphaned when
     # it died, and their children.
-    survivors = {p.pid: p for p in started if _is_alive(p)}
+    survivors = {p.pid: p for p in started if is_alive(p)}
     for proc in _started_by(process.pid):
         survivors.setdefault(proc.pid, proc)
     if survivors:
-        _kill(list(survivors.values()), timeout=5)
+        wait_gone(list(survivors.values()), 5, send=signal.SIGKILL, groups=True)
 
 
 @contextlib.contextmanager
@@ -616,12 +446,12 @@ def running_jupyter_server(
     token = secrets.token_hex(24)
     tmp = Path(tempfile.mkdtemp(prefix=f"jupyter-{kind}-"))
     process: subprocess.Popen[bytes] | None = None
-    reader: _LogReader | None = None
+    reader: OutputReader | None = None
     server: JupyterServer | None = None
     try:
         for name in ("config", "data", "runtime", "ipython", "root", "path", "pylib"):
             (tmp / name).mkdir()
-        _write_kernelspec(tmp / "path")
+        write_kernelspec(tmp / "path")
         (tmp / "pylib" / f"{_READY_MODULE}.py").write_text(_READY_SOURCE)
         if rubin_execution:
             (tmp / "pylib" / f"{rubin.EXTENSION_MODULE}.py").write_text(rubin.EXTENSION_SOURCE)
@@ -647,16 +477,16 @@ def running_jupyter_server(
             start_new_session=True,
         )
         assert process.stdout is not None
-        reader = _LogReader(process.stdout)
+        reader = OutputReader(process.stdout, _READY_RE, "jupyter-server-log")
         reader.ready.wait(START_TIMEOUT)
-        if reader.url is None:
+        if reader.found is None:
             why = "exited" if reader.finished.is_set() else "did not start"
             raise RuntimeError(
                 f"{kind} jupyter_server {why} within {START_TIMEOUT:.0f} s"
                 f" (exit status {process.poll()}); its output:\n{reader.text()}"
             )
         server = JupyterServer(
-            url=reader.url,
+            url=reader.found,
             token=token,
             kind=kind,
             pid=process.pid,
