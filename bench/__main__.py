@@ -609,6 +609,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             "targets": run["targets"],
             "nodelay_confirmed": run["nodelay_confirmed"],
             "pong_impl": pong_impl,
+            "cold_start_package": (
+                "installed from the repository (bench/.venvs/ns, not editable)"
+                if args.installed_python
+                else "the repository's .venv (editable install)"
+            ),
             "prompt_acks_option": native_default is not None,
             "prompt_acks_default": native_default,
             "failures": failures + run["failures"],

@@ -632,14 +632,22 @@ def render_rst(results: Dict[str, Any], *, chart: str) -> str:
         ),
     ]
     for key in _order(clients):
-        if key == "cli":
-            continue
+        if key in COLD_LABELS or key == "ns_full":
+            continue  # not clients of their own: see the cold-start line
         c = clients[key]
         extra = f", {c['protocol']} protocol" if c.get("protocol") else ""
         facts.append(
             (
                 c.get("label", key),
                 f"{c.get('version', '?')} on Python {c.get('python', '?')}{extra}",
+            )
+        )
+    if meta.get("cold_start_package"):
+        facts.append(
+            (
+                "Cold start",
+                "the command and the nublado_sync script run on the package "
+                + meta["cold_start_package"],
             )
         )
     pong_impl = meta.get("pong_impl")
