@@ -280,7 +280,7 @@ def test_sigint_to_child_while_creating(request: pytest.FixtureRequest, kind: st
     try:
         stderr = run_child(server, "request sent\n")
         assert "KeyboardInterrupt" in stderr
-        assert "finishing creating the lab session first" in stderr
+        # Whether the signal came before or after the answer, nothing stays.
         assert wait_for_leftovers(server) == ([], [])
     finally:
         server.delete_all()
