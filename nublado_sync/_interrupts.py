@@ -59,16 +59,20 @@ def deferred_interrupts(logger: Logger, what: str, grace: float = _GRACE) -> Ite
     originals: Dict[int, _Handler] = {}
     pending: List[Tuple[int, Optional[FrameType]]] = []
     delivered = False
-    finished = False
-    lock = threading.Lock()
+    finished = expired = False
+    # Reentrant: the handler runs in the main thread, which may hold it.
+    lock = threading.RLock()
     timers: List[threading.Timer] = []
     main = threading.main_thread().ident
 
     def expire(signum: int) -> None:
         # The signal again, aimed at the main thread, so that a blocking
         # read there is interrupted and the handler below runs.
+        nonlocal expired
         with lock:
-            if not finished and main is not None and hasattr(signal, "pthread_kill"):
+            wanted = not (finished or delivered)
+            if wanted and main is not None and hasattr(signal, "pthread_kill"):
+                expired = True
                 signal.pthread_kill(main, signum)
 
     def restore() -> None:
@@ -76,16 +80,22 @@ def deferred_interrupts(logger: Logger, what: str, grace: float = _GRACE) -> Ite
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(signum, original)
 
-    def deliver(signum: int, frame: Optional[FrameType]) -> None:
+    def deliver() -> None:
+        # Every signal that came, in order, each to the handler it was
+        # meant for (a handler that counts presses sees them all).
         nonlocal delivered
-        delivered = True
+        with lock:
+            delivered = True
         restore()
-        originals[signum](signum, frame)
+        for signum, frame in pending:
+            originals[signum](signum, frame)
 
     def hold(signum: int, frame: Optional[FrameType]) -> None:
-        if pending:
+        if pending and not expired:
             # A second interrupt: the user does not want to wait.
-            deliver(signum, frame)
+            pending.append((signum, frame))
+        if pending:
+            deliver()  # or the grace period is over (the signal is ours)
             return
         pending.append((signum, frame))
         logger.warning(f"Interrupted: finishing {what} first, to clean it up; again to abandon it")
@@ -110,4 +120,4 @@ def deferred_interrupts(logger: Logger, what: str, grace: float = _GRACE) -> Ite
             timer.join()
         restore()
         if pending and not delivered:
-            deliver(*pending[0])
+            deliver()

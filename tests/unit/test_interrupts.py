@@ -132,3 +132,29 @@ def test_other_threads_run_the_block_unchanged() -> None:
     thread.start()
     thread.join()
     assert seen == [signal.default_int_handler]
+
+
+def test_a_handler_that_returns_sees_every_signal() -> None:
+    # An application handler that counts presses (and does not raise) gets
+    # one call per signal, the held one included, and the block runs on.
+    calls: List[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+    steps: List[str] = []
+    with deferred_interrupts(_Log(), "x"):
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("held")
+        assert calls == []
+        os.kill(os.getpid(), signal.SIGINT)
+        steps.append("both delivered")
+        assert calls == [signal.SIGINT, signal.SIGINT]
+    assert steps == ["held", "both delivered"]
+    assert calls == [signal.SIGINT, signal.SIGINT]
+
+
+def test_a_returning_handler_is_called_once_for_one_signal() -> None:
+    calls: List[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: calls.append(signum))
+    with deferred_interrupts(_Log(), "x"):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert calls == []
+    assert calls == [signal.SIGINT]
