@@ -40,15 +40,20 @@ does not import this package.
 
 from __future__ import annotations
 
-from ._kernel import StdinNotImplementedError
-from ._mock import (
-    MockJupyter,
-    MockJupyterAction,
-    MockJupyterExecutionParameters,
-    MockJupyterLabSession,
-    MockJupyterState,
-)
-from ._resolve import loopback_hosts
+from typing import TYPE_CHECKING
+
+from .. import _lazy
+
+if TYPE_CHECKING:
+    from ._kernel import StdinNotImplementedError
+    from ._mock import (
+        MockJupyter,
+        MockJupyterAction,
+        MockJupyterExecutionParameters,
+        MockJupyterLabSession,
+        MockJupyterState,
+    )
+    from ._resolve import loopback_hosts
 
 __all__ = [
     "MockJupyter",
@@ -59,3 +64,18 @@ __all__ = [
     "StdinNotImplementedError",
     "loopback_hosts",
 ]
+
+# Imported on first use: the pytest plugin of this package is loaded in every
+# test run of an environment that has nublado_sync, fixture used or not.
+__getattr__, __dir__ = _lazy.attach(
+    __name__,
+    {
+        "MockJupyter": "_mock",
+        "MockJupyterAction": "_mock",
+        "MockJupyterExecutionParameters": "_mock",
+        "MockJupyterLabSession": "_mock",
+        "MockJupyterState": "_mock",
+        "StdinNotImplementedError": "_kernel",
+        "loopback_hosts": "_resolve",
+    },
+)

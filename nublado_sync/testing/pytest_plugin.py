@@ -34,11 +34,12 @@ of `~nublado_sync.testing.MockJupyter` come from a ``mock_jupyter`` marker::
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator
+from typing import TYPE_CHECKING, Any, Dict, Iterator
 
 import pytest
 
-from ._mock import MockJupyter
+if TYPE_CHECKING:
+    from ._mock import MockJupyter
 
 __all__ = ["mock_jupyter", "pytest_configure"]
 
@@ -82,6 +83,9 @@ def mock_jupyter(
     options: Dict[str, Any] = {}
     for marker in reversed(list(request.node.iter_markers("mock_jupyter"))):
         options.update(marker.kwargs)
+    # Imported here: pytest loads this plugin in every run, fixture used or not.
+    from ._mock import MockJupyter
+
     with MockJupyter(**options) as mock:
         monkeypatch.setenv("REPERTOIRE_BASE_URL", mock.discovery_url)
         yield mock

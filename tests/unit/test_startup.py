@@ -36,6 +36,25 @@ def test_import_loads_no_heavy_module(code: str) -> None:
     assert [m for m in HEAVY if m in loaded] == []
 
 
+def test_pytest_plugin_loads_no_mock() -> None:
+    # pytest loads the plugin in every run of an environment with the
+    # package; the mock (an HTTP server, the fake kernel) loads only for the
+    # fixture.
+    loaded = _modules_after("import nublado_sync.testing.pytest_plugin")
+    assert [m for m in loaded if m.startswith("nublado_sync.testing._")] == []
+    assert [m for m in HEAVY if m in loaded] == []
+
+
+def test_testing_names_resolve() -> None:
+    import nublado_sync.testing as testing
+
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None
+    assert set(testing.__all__) <= set(dir(testing))
+    with pytest.raises(AttributeError):
+        testing.NoSuchThing  # noqa: B018
+
+
 def test_debug_message_by_default_logger_loads_no_structlog() -> None:
     code = (
         "from nublado_sync._logging import default_logger\n"
