@@ -186,6 +186,13 @@ def assemble(
                     for k, rs in found.items()
                 },
                 reference,
+                "What the output itself costs: the peak above the process's RSS before"
+                " the run (its interpreter and libraries; for nublado_sync most of that is"
+                " requests and the TLS libraries it loads). A client that turns a frame of"
+                " N bytes into a str of N characters holds both at one moment, so no"
+                " client goes below twice the output here."
+                if scenario == "output"
+                else "",
             )
         )
     found = _results(raw, "session", "default-direct")
