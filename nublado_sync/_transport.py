@@ -1,4 +1,4 @@
-"""The kernel WebSocket: frames in and out, keepalive, close.
+"""The kernel WebSocket: opening it, frames in and out, keepalive, close.
 
 Wraps a websocket-client `~websocket.WebSocket`. It picks the wire encoding
 from the negotiated subprotocol, turns every websocket-client and socket
@@ -149,7 +149,7 @@ def open_websocket(url: str, *, timeout: Optional[float], **options: Any) -> web
     import websocket
 
     ws = websocket.WebSocket(
-        sslopt=options.pop("sslopt", None),
+        sslopt=options.pop("sslopt", None) or {},
         skip_utf8_validation=options.pop("skip_utf8_validation", False),
         enable_multithread=False,
     )
