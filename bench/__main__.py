@@ -291,6 +291,17 @@ def _first_output(command: List[str], env: Dict[str, str]) -> Tuple[float, float
     return first, wall, line.strip() == b"1"
 
 
+def _shown(args: List[str]) -> List[str]:
+    """Arguments as the results show them: repository paths relative, no machine paths."""
+    paths = [Path(arg) for arg in args]
+    return [
+        str(path.relative_to(_envs.REPO))
+        if path.is_absolute() and path.is_relative_to(_envs.REPO)
+        else arg
+        for arg, path in zip(args, paths)
+    ]
+
+
 def measure_cold_start(
     target: _servers.Target, commands: Dict[str, List[str]], reps: int
 ) -> Dict[str, Any]:
@@ -303,7 +314,7 @@ def measure_cold_start(
     """
     env = dict(os.environ, NUBLADO_TOKEN=target.token)
     result: Dict[str, Any] = {
-        key: {"first_s": [], "wall_s": [], "output_ok": True, "command": cmd[1:2]}
+        key: {"first_s": [], "wall_s": [], "output_ok": True, "command": _shown(cmd[1:2])}
         for key, cmd in commands.items()
     }
     keys = list(commands)
