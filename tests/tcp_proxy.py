@@ -131,7 +131,8 @@ class TCPProxy:
                         with self._lock:
                             counter.feed(data)
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):
+            # ValueError: cut() closed a socket under select (its fd is -1).
             return
         finally:
             for sock in peers:
