@@ -665,6 +665,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--no-proxy", action="store_true", help="skip the proxy targets")
     parser.add_argument(
+        "--scale-rounds", type=int, help="rounds of the scale scenario (default: 2)"
+    )
+    parser.add_argument(
         "--output-samples",
         type=int,
         help="processes (samples) per client for the large output and many prints",
@@ -695,6 +698,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         and not args.scale_sessions
         and not args.baseline
         and not args.output_samples
+        and not args.scale_rounds
     )
     if args.docs is None:
         # The page shows a complete run only, unless asked.
@@ -737,6 +741,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
     load_start = os.getloadavg()[0]
     params = dict(QUICK if args.quick else FULL)
+    if args.scale_rounds:
+        params["scale"] = {**params["scale"], "rounds": args.scale_rounds}
     if args.output_samples:
         for name in ("output", "prints"):
             params[name] = {**params[name], "processes": args.output_samples}
