@@ -11,6 +11,7 @@ import datetime
 from typing import Any, Dict, List, Optional, Tuple, Type
 
 from ._models import CodeContext, ExecutionResult
+from ._reasons import server_message
 from ._redact import redact_body, redact_url, strip_ansi
 
 __all__ = [
@@ -412,7 +413,10 @@ class NubladoWebError(NubladoError):
     Parameters
     ----------
     message
-        What went wrong; for a transport failure ``"{ExceptionName}: {text}"``.
+        What went wrong: ``"Status {code} from {METHOD} {url}"``, with what
+        the status means when that is clear (``: the token was refused``);
+        for a request that got no answer, why in words (``Cannot connect to
+        host:port: connection refused ...``).
     user
         User the client was acting for.
     body
@@ -433,7 +437,9 @@ class NubladoWebError(NubladoError):
     Attributes
     ----------
     body : str or None
-        Redacted response body.
+        Redacted response body (its first 4 kB). ``str()`` shows only the
+        server's message from it: a JSON error's ``message``, or an HTML
+        error page's error text.
     method : str or None
         HTTP method.
     status : int or None
@@ -468,8 +474,11 @@ class NubladoWebError(NubladoError):
         self.url = redact_url(url) if url else None
 
     def __str__(self) -> str:
-        if self.body:
-            return f"{self.message}\nBody:\n{self.body}"
+        # The server's own message, not its whole error page (``body``
+        # keeps that, and the debug log shows it).
+        summary = server_message(self.body)
+        if summary and summary not in self.message:
+            return f"{self.message}\nBody:\n{summary}"
         return self.message
 
 

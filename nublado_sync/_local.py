@@ -16,6 +16,7 @@ import threading
 import time
 from typing import IO, Iterator, List, Optional
 
+from ._arguments import check_duration
 from ._deadline import Deadline
 from ._exceptions import NubladoError, NubladoTimeoutError, NubladoUsageError
 from ._logging import Logger, default_logger
@@ -106,12 +107,14 @@ def local_jupyter_server(
     Raises
     ------
     NubladoUsageError
-        jupyter_server is not installed.
+        jupyter_server is not installed, or ``timeout`` is not a positive
+        `datetime.timedelta`.
     NubladoTimeoutError
         The server did not start in time.
     NubladoError
         The server exited while starting.
     """
+    check_duration(timeout, "timeout")
     logger = logger or default_logger()
     try:
         import jupyter_server  # noqa: F401
