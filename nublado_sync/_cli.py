@@ -555,6 +555,14 @@ def _mode(args: argparse.Namespace) -> str:
     return _cli_messages.HUB
 
 
+def _source_name(args: argparse.Namespace) -> Optional[str]:
+    """Return the code's file as the user named it; `None` for ``-c`` code."""
+    file = getattr(args, "file", None)
+    if not file:
+        return None
+    return "code from standard input" if file == "-" else str(file)
+
+
 def _interrupt_kind(e: KeyboardInterrupt) -> tuple[ExitCode, str, str]:
     """Exit status, JSON error type and message word for a signal."""
     if isinstance(e, _Terminated):
@@ -594,7 +602,8 @@ def _reported(
                     traceback=[strip_ansi(t) for t in result.traceback],
                 )
         if not getattr(args, "json", False):
-            sys.stderr.write(_cli_messages.describe(e, _mode(args), sys.stderr.isatty()) + "\n")
+            text = _cli_messages.describe(e, _mode(args), sys.stderr.isatty(), _source_name(args))
+            sys.stderr.write(text + "\n")
     report["exit_code"] = int(status[0])
 
 

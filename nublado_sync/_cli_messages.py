@@ -12,12 +12,14 @@ from typing import Optional
 from ._exceptions import (
     NubladoDiscoveryError,
     NubladoError,
+    NubladoExecutionError,
     NubladoExecutionTimeoutError,
     NubladoRedirectError,
     NubladoSpawnTimeoutError,
     NubladoTimeoutError,
     NubladoWebError,
     NubladoWebSocketError,
+    _code_failure_intro,
 )
 from ._reasons import server_message, token_refused
 from ._redact import strip_ansi
@@ -29,6 +31,7 @@ HUB = "hub"
 SERVER = "server"
 LOCAL = "local"
 
+_CODE_FAILURES = (NubladoExecutionError, NubladoExecutionTimeoutError)
 # Names of settings, not a secret.
 _TOKEN_SETTINGS = "--token-file, NUBLADO_TOKEN_FILE or NUBLADO_TOKEN"  # noqa: S105
 
@@ -84,9 +87,31 @@ def advice(exc: BaseException, mode: str) -> Optional[str]:
     return None
 
 
-def describe(exc: BaseException, mode: str, tty: bool) -> str:
-    """Return what the command prints for a failure: the error, then advice."""
-    text = str(exc)
+def _name_the_source(exc: BaseException, text: str, source: Optional[str]) -> str:
+    # Code from a file is named by the file, not by its first line.
+    if source is None or not isinstance(exc, _CODE_FAILURES) or exc.context.notebook:
+        return text
+    quoted = _code_failure_intro(exc.user, exc.code, exc.context, "")
+    if not text.startswith(quoted):
+        return text
+    return f"{exc.user}: running {source} " + text[len(quoted) :]
+
+
+def describe(exc: BaseException, mode: str, tty: bool, source: Optional[str] = None) -> str:
+    """Return what the command prints for a failure: the error, then advice.
+
+    Parameters
+    ----------
+    exc
+        The failure.
+    mode
+        Where the run went: `HUB`, `SERVER` or `LOCAL`.
+    tty
+        Whether standard error is a terminal (colour codes are kept).
+    source
+        The file the code came from, to name it in a code failure.
+    """
+    text = _name_the_source(exc, str(exc), source)
     if not tty:
         text = strip_ansi(text)
     hint = advice(exc, mode) if isinstance(exc, NubladoError) else None
