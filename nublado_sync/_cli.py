@@ -443,17 +443,43 @@ def _result_json(result: ExecutionResult) -> Dict[str, Any]:
     }
 
 
-def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> None:
+def _check_notebook(args: argparse.Namespace, text: str) -> None:
+    """Refuse a notebook that cannot run, naming its file."""
+    from ._notebook import parse_notebook
+
+    try:
+        parse_notebook(text)
+    except NubladoUsageError as e:
+        raise _UsageError(f"cannot run {args.file}: {e.message}") from None
+
+
+def _check_save_target(args: argparse.Namespace, notebook: Optional[str]) -> None:
+    if args.save_notebook is None:
+        return
+    if notebook is None:
+        raise _UsageError("--save-notebook needs a .ipynb notebook to run")
+    target = args.save_notebook.expanduser().resolve()
+    if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
+        raise _UsageError(f"cannot write the notebook to {target}")
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise _UsageError(f"cannot write the notebook into {target.parent}")
+
+
+def _validated_source(args: argparse.Namespace) -> tuple[str, Optional[str]]:
+    """Read and check every input of ``run``: before anything starts.
+
+    A bad notebook or output path found after a lab spawned (or a local
+    server started, or an hour of work) is found too late.
+    """
     text, notebook = _read_source(args)
-    if args.save_notebook is not None:
-        if notebook is None:
-            raise _UsageError("--save-notebook needs a .ipynb notebook to run")
-        target = args.save_notebook.expanduser().resolve()
-        # Checked first: finding out after an hour of work is too late.
-        if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
-            raise _UsageError(f"cannot write the notebook to {target}")
-        if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
-            raise _UsageError(f"cannot write the notebook into {target.parent}")
+    if notebook is not None:
+        _check_notebook(args, text)
+    _check_save_target(args, notebook)
+    return text, notebook
+
+
+def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> None:
+    text, notebook = _validated_source(args)
     if args.local:
         # Only --local needs it; cold runs against a lab skip its imports.
         from ._local import local_jupyter_server

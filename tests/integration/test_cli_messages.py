@@ -18,6 +18,7 @@ from typing import IO
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
+from ..hub_testbed import TestHub
 from ..jupyter_servers import JupyterServer
 from ..rogue_http import running_rogue_server
 from .test_cli import CHILD_MAIN, nublado_sync, server_args, server_env
@@ -179,3 +180,33 @@ def test_server_dying_mid_run_gives_one_line_warnings(tmp_path: Path) -> None:
     warnings = [line for line in stderr.splitlines() if "[warning" in line]
     assert any("Could not delete lab session" in line for line in warnings), stderr
     assert all(len(line) < 400 for line in stderr.splitlines()), stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("", "Notebook is not JSON: Expecting value: line 1 column 1 (char 0)"),
+        ('{"nbformat": 3, "cells": []}', "Only nbformat 4 notebooks are supported, not 3"),
+    ],
+    ids=["not-json", "nbformat-3"],
+)
+def test_bad_notebook_refused_before_the_local_server_starts(
+    tmp_path: Path, content: str, words: str
+) -> None:
+    path = tmp_path / "bad.ipynb"
+    path.write_text(content)
+    result = nublado_sync("run", "--local", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"cannot run {path}: {words}\n"
+
+
+def test_bad_notebook_refused_before_a_lab_spawns(hub: TestHub, tmp_path: Path) -> None:
+    path = tmp_path / "bad.ipynb"
+    path.write_text("not a notebook")
+    env = {"NUBLADO_HUB_URL": hub.url, "NUBLADO_USER": "carol"}
+    env["NUBLADO_TOKEN"] = hub.tokens["carol"]
+    assert nublado_sync("status", env=env).stdout == "stopped\n"
+    result = nublado_sync("run", str(path), env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"cannot run {path}: Notebook is not JSON")
+    assert nublado_sync("status", env=env).stdout == "stopped\n"
