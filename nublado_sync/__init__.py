@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._notebooks._runner import execute_notebook
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
 
@@ -82,6 +83,7 @@ __all__ = [
     "NubladoWebSocketError",
     "SpawnProgressMessage",
     "__version__",
+    "execute_notebook",
     "open_lab_session",
 ]
 
@@ -120,6 +122,7 @@ _EXPORTS = {
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
     "SpawnProgressMessage": "_models",
+    "execute_notebook": "_notebooks._runner",
     "open_lab_session": "_session_manager",
 }
 
