@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         SpawnProgressMessage,
     )
     from ._notebooks._runner import execute_notebook
+    from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
 
@@ -81,6 +82,7 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "RetryPolicy",
     "SpawnProgressMessage",
     "__version__",
     "execute_notebook",
@@ -121,6 +123,7 @@ _EXPORTS = {
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "RetryPolicy": "_retry",
     "SpawnProgressMessage": "_models",
     "execute_notebook": "_notebooks._runner",
     "open_lab_session": "_session_manager",
