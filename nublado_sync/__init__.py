@@ -45,6 +45,8 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._notebooks._runner import execute_notebook
+    from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
 
@@ -80,8 +82,10 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "RetryPolicy",
     "SpawnProgressMessage",
     "__version__",
+    "execute_notebook",
     "open_lab_session",
 ]
 
@@ -119,7 +123,9 @@ _EXPORTS = {
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "RetryPolicy": "_retry",
     "SpawnProgressMessage": "_models",
+    "execute_notebook": "_notebooks._runner",
     "open_lab_session": "_session_manager",
 }
 

@@ -50,6 +50,7 @@ from ._logging import DeferredLogger, Logger
 from ._models import ExecutionResult, SpawnProgressMessage
 from ._reasons import one_line
 from ._redact import strip_ansi
+from ._retry import RetryPolicy
 from ._session_manager import JupyterLabSessionManager, open_lab_session
 
 if TYPE_CHECKING:
@@ -156,6 +157,18 @@ def _parser() -> argparse.ArgumentParser:
             default=_seconds("30"),
             metavar="SECONDS",
             help="timeout of each HTTP request, in seconds (default: 30)",
+        )
+        group.add_argument(
+            "--retries",
+            type=_retries,
+            default=RetryPolicy().retries,
+            help=f"retries of a request that failed for a passing reason; 0: none"
+            f" ({RetryPolicy().retries})",
+        )
+        group.add_argument(
+            "--retry-deadline",
+            type=_seconds,
+            help="seconds one request may take, its retries included (default: --http-timeout)",
         )
 
     def image(sub: argparse.ArgumentParser) -> None:
@@ -311,7 +324,22 @@ def _client(args: argparse.Namespace, logger: Logger) -> NubladoClient:
         logger=logger,
         timeout=args.http_timeout,
         verify=_ca_bundle(args),
+        retry=_retry_policy(args),
     )
+
+
+def _retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    return RetryPolicy(retries=args.retries, deadline=args.retry_deadline)
+
+
+def _retries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a whole number, 0 or more: {text!r}")
+    return value
 
 
 def _ca_bundle(args: argparse.Namespace) -> Union[bool, str]:
@@ -407,9 +435,12 @@ class _Runner:
             result = session.execute(text, timeout=self.args.timeout, on_output=on_output)
             self.report.update(_result_json(result))
             return
+        # The runner loads only for notebooks.
+        from ._notebooks._runner import execute_notebook
+
         try:
-            executed = session.execute_notebook(
-                text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
+            executed = execute_notebook(
+                session, text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
             )
         except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
             # The notebook's failure is the news; a failure to save it too
@@ -445,7 +476,7 @@ def _result_json(result: ExecutionResult) -> Dict[str, Any]:
 
 def _check_notebook(args: argparse.Namespace, text: str) -> None:
     """Refuse a notebook that cannot run, naming its file."""
-    from ._notebook import parse_notebook
+    from ._notebooks._format import parse_notebook
 
     try:
         parse_notebook(text)
@@ -500,6 +531,7 @@ def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> N
             timeout=args.http_timeout,
             verify=_ca_bundle(args),
             logger=logger,
+            retry=_retry_policy(args),
         )
         _run_in(manager, runner, text, notebook)
         return

@@ -24,6 +24,7 @@ from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._models import NotebookExecutionError, NotebookExecutionResult, SpawnProgressMessage
+from ._retry import RetryPolicy
 from ._session_manager import JupyterLabSessionManager
 from ._sse import SSEParser, parse_progress_event
 
@@ -70,6 +71,10 @@ class NubladoClient:
         certifi's bundle), or the path of a CA bundle for servers with a
         private certificate authority. HTTP and the kernel WebSocket trust
         the same certificates.
+    retry
+        How requests that failed for a passing reason (connection refused
+        or reset, 502, 503, 504) are tried again; `RetryPolicy` ``()`` by
+        default, `RetryPolicy.off` to fail at once.
 
     Raises
     ------
@@ -90,6 +95,7 @@ class NubladoClient:
         logger: Optional[Logger] = None,
         timeout: datetime.timedelta = datetime.timedelta(seconds=30),
         verify: Union[bool, str] = True,
+        retry: Optional[RetryPolicy] = None,
     ) -> None:
         if not username or not isinstance(username, str):
             raise NubladoUsageError("A username is required")
@@ -97,6 +103,8 @@ class NubladoClient:
         check_duration(timeout, "timeout", username)
         if hub_url is not None:
             check_http_url(hub_url, "hub_url", username)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise NubladoUsageError("retry must be a RetryPolicy", username)
         self.username = username
         self._logger = (logger or default_logger()).bind(user=username)
         self._hub_url = hub_url.rstrip("/") + "/" if hub_url else None
@@ -109,6 +117,7 @@ class NubladoClient:
             timeout=timeout.total_seconds(),
             verify=verify,
             logger=self._logger,
+            retry=retry,
         )
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._reasons import one_line
 from ._redact import redact_url
+from ._retry import RetryPolicy
 from ._wire import V1_SUBPROTOCOL
 
 if TYPE_CHECKING:
@@ -320,6 +321,8 @@ class JupyterLabSessionManager:
             return
         # A server restarting the kernel (after it died) answers 5xx for a
         # few seconds; keep trying for a while rather than leave it behind.
+        # Connection failures and 502-504 (a proxy restarting) are retried
+        # inside each request, by the client's retry policy.
         retry = Deadline(_DELETE_RETRY)
         while True:
             try:
@@ -355,6 +358,7 @@ def open_lab_session(
     max_websocket_size: Optional[int] = None,
     verify: Union[bool, str] = True,
     logger: Optional[Logger] = None,
+    retry: Optional[RetryPolicy] = None,
     **session_options: Any,
 ) -> JupyterLabSessionManager:
     """Open a kernel session on any Jupyter server, without a hub.
@@ -388,6 +392,9 @@ def open_lab_session(
         `False` to turn it off.
     logger
         Logger to use.
+    retry
+        How requests that failed for a passing reason are tried again;
+        `RetryPolicy` ``()`` by default, `RetryPolicy.off` to fail at once.
     **session_options
         Passed to `JupyterLabSession` (``keepalive_interval``,
         ``heartbeat_interval``, ``heartbeat_timeout``).
@@ -402,12 +409,15 @@ def open_lab_session(
     NubladoUsageError
         An argument is invalid: a URL that is not http(s), a token too short
         to be real (under 8 characters) or holding white space, a timeout
-        that is not a positive `datetime.timedelta`, or a
-        ``max_websocket_size`` under 64 KiB.
+        that is not a positive `datetime.timedelta`, a
+        ``max_websocket_size`` under 64 KiB, or a ``retry`` that is not a
+        `RetryPolicy`.
     """
     check_http_url(url, "url", username)
     check_token(token, username)
     check_duration(timeout, "timeout", username)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise NubladoUsageError("retry must be a RetryPolicy", username)
     name = username or "jupyter"
     logger = logger or default_logger()
     http = HTTPSession(
@@ -416,6 +426,7 @@ def open_lab_session(
         timeout=timeout.total_seconds(),
         verify=verify,
         logger=logger,
+        retry=retry,
     )
     return JupyterLabSessionManager(
         username=name,
