@@ -20,12 +20,12 @@ from urllib.parse import urljoin, urlsplit
 from ._exceptions import NubladoRedirectError, NubladoWebError
 from ._logging import Logger
 from ._redact import redact_secrets, redact_url
-from ._retry import RetryPolicy
+from ._retry import RETRY_STATUSES, RetryPolicy
 
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["BearerAuth", "HTTPSession", "URLSpace"]
+__all__ = ["BearerAuth", "HTTPSession", "URLSpace", "is_transient"]
 
 # How much of an error body to keep: enough for a traceback or an HTML
 # error page's message, not a whole page.
@@ -55,6 +55,40 @@ def set_read_timeout(response: requests.Response, seconds: float) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.settimeout(max(seconds, 0.001))
+
+
+def is_transient(error: NubladoWebError) -> bool:
+    """Tell whether a failed request may succeed if sent again a little later.
+
+    It may when the answer was 502, 503 or 504 (a gateway whose backend is
+    restarting), or when the connection failed or broke (refused, reset,
+    closed before an answer). A read timeout is not transient: the server
+    may still be working on the request, and sending it again could do the
+    work twice.
+    """
+    import http.client
+
+    import requests
+    import urllib3
+
+    if error.status is not None:
+        return error.status in RETRY_STATUSES
+    # request() raises from None, which hides the cause from tracebacks
+    # but keeps it as the context.
+    cause = error.__context__
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.Timeout):
+        return False
+    if isinstance(cause, requests.ConnectionError):
+        # After urllib3 gave up retrying, the last failure is the reason.
+        reason = getattr(cause.args[0] if cause.args else None, "reason", None)
+        return not isinstance(reason, urllib3.exceptions.ReadTimeoutError)
+    # A body cut short: urllib3 2 reports ProtocolError, 1.26 may let
+    # http.client's IncompleteRead through.
+    return isinstance(
+        cause, (urllib3.exceptions.ProtocolError, http.client.IncompleteRead, ConnectionError)
+    )
 
 
 class URLSpace:
@@ -173,6 +207,11 @@ class HTTPSession:
 
     def __repr__(self) -> str:
         return f"<HTTPSession user={self.user!r}>"
+
+    @property
+    def logger(self) -> Logger:
+        """The logger of the client this session belongs to."""
+        return self._logger
 
     @property
     def token(self) -> str:
