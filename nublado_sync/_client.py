@@ -12,6 +12,7 @@ from typing import (
     Dict,
     Iterator,
     List,
+    Mapping,
     Optional,
     Tuple,
     Type,
@@ -29,7 +30,7 @@ from ._exceptions import (
     NubladoUsageError,
     NubladoWebError,
 )
-from ._http import HTTPSession, URLSpace, is_transient, set_read_timeout
+from ._http import HTTPSession, URLSpace, check_proxies, is_transient, set_read_timeout
 from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
@@ -85,6 +86,14 @@ class NubladoClient:
         How requests that failed for a passing reason (connection refused
         or reset, 502, 503, 504) are tried again; `RetryPolicy` ``()`` by
         default, `RetryPolicy.off` to fail at once.
+    proxies
+        Forward proxies for HTTP and the kernel WebSocket alike, by URL
+        scheme (``{"https": "http://proxy:3128"}``, ``http``, ``all``),
+        with an optional ``no_proxy`` entry (comma-separated hosts); they
+        replace the environment's ``HTTPS_PROXY``, ``HTTP_PROXY`` and
+        ``NO_PROXY``, and ``{}`` means no proxy at all. `None` (the
+        default) uses the environment's. Service discovery uses the
+        environment's.
 
     Raises
     ------
@@ -103,6 +112,7 @@ class NubladoClient:
         timeout: datetime.timedelta = datetime.timedelta(seconds=30),
         verify: Union[bool, str] = True,
         retry: Optional[RetryPolicy] = None,
+        proxies: Optional[Mapping[str, str]] = None,
     ) -> None:
         if not username or not isinstance(username, str):
             raise NubladoUsageError("A username is required")
@@ -114,6 +124,7 @@ class NubladoClient:
             raise NubladoUsageError("hub_url must be an http(s) URL", username)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise NubladoUsageError("retry must be a RetryPolicy", username)
+        check_proxies(proxies, username)
         self.username = username
         self._logger = (logger or default_logger()).bind(user=username)
         self._hub_url = hub_url.rstrip("/") + "/" if hub_url else None
@@ -127,6 +138,7 @@ class NubladoClient:
             verify=verify,
             logger=self._logger,
             retry=retry,
+            proxies=proxies,
         )
 
     def __repr__(self) -> str:

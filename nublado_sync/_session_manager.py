@@ -6,7 +6,7 @@ import datetime
 import time
 import uuid
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, List, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Type, Union
 
 from ._deadline import Deadline
 from ._exceptions import (
@@ -16,7 +16,7 @@ from ._exceptions import (
     NubladoWebError,
     NubladoWebSocketError,
 )
-from ._http import HTTPSession
+from ._http import HTTPSession, check_proxies
 from ._interrupts import deferred_interrupts
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
@@ -254,6 +254,8 @@ class JupyterLabSessionManager:
                 # Python and costs about a second per 5 MB.
                 skip_utf8_validation=True,
                 sslopt=self._api.http.websocket_sslopt(),
+                # The forward proxy the HTTP requests use, if any.
+                **self._api.http.websocket_proxy_options(url),
             )
         except websocket.WebSocketTimeoutException as e:
             raise NubladoTimeoutError(
@@ -346,6 +348,7 @@ def open_lab_session(
     verify: Union[bool, str] = True,
     logger: Optional[Logger] = None,
     retry: Optional[RetryPolicy] = None,
+    proxies: Optional[Mapping[str, str]] = None,
     **session_options: Any,
 ) -> JupyterLabSessionManager:
     """Open a kernel session on any Jupyter server, without a hub.
@@ -382,6 +385,13 @@ def open_lab_session(
     retry
         How requests that failed for a passing reason are tried again;
         `RetryPolicy` ``()`` by default, `RetryPolicy.off` to fail at once.
+    proxies
+        Forward proxies for HTTP and the WebSocket alike, by URL scheme
+        (``{"https": "http://proxy:3128"}``, ``http``, ``all``), with an
+        optional ``no_proxy`` entry (comma-separated hosts); they replace
+        the environment's ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY``,
+        and ``{}`` means no proxy at all. `None` (the default) uses the
+        environment's.
     **session_options
         Passed to `JupyterLabSession` (``keepalive_interval``,
         ``heartbeat_interval``, ``heartbeat_timeout``).
@@ -394,12 +404,14 @@ def open_lab_session(
     Raises
     ------
     NubladoUsageError
-        The URL is not http or https, or ``retry`` is not a `RetryPolicy`.
+        The URL is not http or https, ``retry`` is not a `RetryPolicy`, or
+        ``proxies`` is not a mapping of strings to proxy URLs.
     """
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise NubladoUsageError(f"Not an http(s) URL: {redact_url(str(url))}")
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise NubladoUsageError("retry must be a RetryPolicy")
+    check_proxies(proxies, None)
     name = username or "jupyter"
     logger = logger or default_logger()
     http = HTTPSession(
@@ -409,6 +421,7 @@ def open_lab_session(
         verify=verify,
         logger=logger,
         retry=retry,
+        proxies=proxies,
     )
     return JupyterLabSessionManager(
         username=name,
