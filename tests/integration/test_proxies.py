@@ -123,6 +123,6 @@ def test_empty_proxies_mean_direct(
 )
 def test_bad_proxies_are_refused(proxies: Any) -> None:
     with pytest.raises(NubladoUsageError):
-        open_lab_session("http://127.0.0.1:9/", "t", proxies=proxies)
+        open_lab_session("http://127.0.0.1:9/", "token-of-tests", proxies=proxies)
     with pytest.raises(NubladoUsageError):
-        NubladoClient("alice", "t", hub_url="http://127.0.0.1:9/", proxies=proxies)
+        NubladoClient("alice", "token-of-tests", hub_url="http://127.0.0.1:9/", proxies=proxies)
