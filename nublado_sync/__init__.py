@@ -47,6 +47,8 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._notebooks._runner import execute_notebook
+    from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
 
@@ -85,8 +87,10 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "RetryPolicy",
     "SpawnProgressMessage",
     "__version__",
+    "execute_notebook",
     "find_notebooks",
     "junit_xml",
     "open_lab_session",
@@ -131,7 +135,9 @@ _EXPORTS = {
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "RetryPolicy": "_retry",
     "SpawnProgressMessage": "_models",
+    "execute_notebook": "_notebooks._runner",
     "find_notebooks": "_batch",
     "junit_xml": "_junit",
     "open_lab_session": "_session_manager",

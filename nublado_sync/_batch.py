@@ -292,7 +292,7 @@ def find_notebooks(paths: Iterable[Union[str, os.PathLike[str]]]) -> List[Tuple[
 def load_jobs(notebooks: Iterable[NotebookSpec]) -> List[_Job]:
     """Read and check every notebook of a batch (not public: see `run_notebooks`)."""
     # Imported here: the notebook runner loads with the session, later.
-    from ._notebook import parse_notebook
+    from ._notebooks._format import parse_notebook
 
     jobs: List[_Job] = []
     files: List[Union[str, os.PathLike[str]]] = []
@@ -546,7 +546,7 @@ def run_notebooks(
     if directory is not None:
         _check_save_dir(directory)
     work = load_jobs(notebooks)
-    from ._notebook import execute_notebook
+    from ._notebooks._runner import execute_notebook
 
     batch = _Batch(
         open_session,
