@@ -27,7 +27,7 @@ from ._batch import (
     load_jobs,
     run_notebooks,
 )
-from ._cli import ExitCode, _exit_code, _Terminated, _UsageError
+from ._cli import ExitCode, _exit_code, _interrupt_kind, _UsageError
 from ._exceptions import NubladoUsageError
 from ._logging import Logger
 from ._redact import strip_ansi
@@ -183,8 +183,8 @@ def _run_exit_code(run: NotebookRun, interrupted: Optional[BaseException]) -> Ex
         return ExitCode.TIMEOUT
     if outcome is NotebookOutcome.ERROR and run.error is not None:
         return _exit_code(run.error)
-    if isinstance(interrupted, _Terminated):
-        return ExitCode.TERMINATED
+    if isinstance(interrupted, KeyboardInterrupt):
+        return _interrupt_kind(interrupted)[0]
     return ExitCode.INTERRUPTED
 
 
