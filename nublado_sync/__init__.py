@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
 
@@ -80,6 +81,7 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "RetryPolicy",
     "SpawnProgressMessage",
     "__version__",
     "open_lab_session",
@@ -119,6 +121,7 @@ _EXPORTS = {
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "RetryPolicy": "_retry",
     "SpawnProgressMessage": "_models",
     "open_lab_session": "_session_manager",
 }
