@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._notebooks._runner import execute_notebook
     from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
@@ -84,6 +85,7 @@ __all__ = [
     "RetryPolicy",
     "SpawnProgressMessage",
     "__version__",
+    "execute_notebook",
     "open_lab_session",
 ]
 
@@ -123,6 +125,7 @@ _EXPORTS = {
     "NubladoWebSocketError": "_exceptions",
     "RetryPolicy": "_retry",
     "SpawnProgressMessage": "_models",
+    "execute_notebook": "_notebooks._runner",
     "open_lab_session": "_session_manager",
 }
 

@@ -379,9 +379,12 @@ class _Runner:
             result = session.execute(text, timeout=self.args.timeout, on_output=on_output)
             self.report.update(_result_json(result))
             return
+        # The runner loads only for notebooks.
+        from ._notebooks._runner import execute_notebook
+
         try:
-            executed = session.execute_notebook(
-                text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
+            executed = execute_notebook(
+                session, text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
             )
         except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
             # The notebook's failure is the news; a failure to save it too
