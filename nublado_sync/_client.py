@@ -7,6 +7,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Type, Union
 
+from ._arguments import check_duration, check_http_url, check_token
 from ._deadline import Deadline
 from ._discovery import DiscoveryClient
 from ._exceptions import (
@@ -78,7 +79,10 @@ class NubladoClient:
     Raises
     ------
     NubladoUsageError
-        An argument is invalid.
+        An argument is invalid: no username, a token too short to be real
+        (under 8 characters) or holding white space, a ``timeout`` that is
+        not a positive `datetime.timedelta`, or a ``hub_url`` that is not
+        http(s).
     """
 
     def __init__(
@@ -95,12 +99,10 @@ class NubladoClient:
     ) -> None:
         if not username or not isinstance(username, str):
             raise NubladoUsageError("A username is required")
-        if not token or not isinstance(token, str):
-            raise NubladoUsageError("A token is required", username)
-        if not isinstance(timeout, datetime.timedelta) or timeout.total_seconds() <= 0:
-            raise NubladoUsageError("timeout must be a positive datetime.timedelta", username)
-        if hub_url is not None and not hub_url.startswith(("http://", "https://")):
-            raise NubladoUsageError("hub_url must be an http(s) URL", username)
+        check_token(token, username)
+        check_duration(timeout, "timeout", username)
+        if hub_url is not None:
+            check_http_url(hub_url, "hub_url", username)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise NubladoUsageError("retry must be a RetryPolicy", username)
         self.username = username
@@ -189,14 +191,29 @@ class NubladoClient:
         Raises
         ------
         NubladoWebError
-            The hub refused the token or failed.
+            The hub refused the token or failed, or the URL is not a hub's
+            (it has no ``hub/home`` page).
         NubladoRedirectError
             The login redirected outside the hub or looped.
         NubladoDiscoveryError
             The hub URL had to come from service discovery, which failed.
         """
         self._http.reset()
-        self._http.fetch("GET", self._home, navigate=True, ok=(200,))
+        try:
+            self._http.fetch("GET", self._home, navigate=True, ok=(200,))
+        except NubladoWebError as e:
+            if e.status != 404:
+                raise
+            # Every JupyterHub has this page: the URL is not a hub's (a
+            # lab's, a plain Jupyter server's, or a wrong path).
+            raise NubladoWebError(
+                f"{self.hub_url} does not look like a JupyterHub: GET hub/home answered 404",
+                self.username,
+                body=e.body,
+                method=e.method,
+                status=e.status,
+                url=e.url,
+            ) from None
         if "hub" not in self._http.xsrf:
             self._logger.debug("Hub login set no XSRF cookie")
         self._logger.debug("Logged in to the hub")
@@ -383,6 +400,8 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoUsageError
+            ``timeout`` is neither `None` nor a positive `datetime.timedelta`.
         NubladoSpawnTimeoutError
             The timeout passed (a `NubladoSpawnError` and a
             `NubladoTimeoutError`); ``log`` has every progress message.
@@ -394,6 +413,7 @@ class NubladoClient:
         NubladoProtocolError
             The progress stream is malformed.
         """
+        check_duration(timeout, "timeout", self.username, optional=True)
         deadline = Deadline(timeout)
         started_at = datetime.datetime.now(tz=datetime.timezone.utc)
         log: List[str] = []
@@ -450,11 +470,14 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoUsageError
+            ``timeout`` is not a positive `datetime.timedelta`.
         NubladoTimeoutError
             The lab was still there when the timeout passed.
         NubladoWebError
             The hub refused or failed.
         """
+        check_duration(timeout, "timeout", self.username)
         deadline = Deadline(timeout)
         while not self.is_lab_stopped():
             if deadline.expired():
@@ -523,12 +546,16 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoUsageError
+            ``read_timeout`` is neither `None` nor a positive
+            `datetime.timedelta`.
         NubladoWebError
             The request failed or timed out, or the lab refused it (for
             example a lab without the extension answers 404).
         NubladoProtocolError
             The answer is malformed.
         """
+        check_duration(read_timeout, "read_timeout", self.username, optional=True)
         timeout = read_timeout or _NOTEBOOK_READ_TIMEOUT
         api = self._lab_api()
         answer = api.execute_notebook(
@@ -582,6 +609,12 @@ class NubladoClient:
         -------
         JupyterLabSessionManager
             Context manager yielding the `JupyterLabSession`.
+
+        Raises
+        ------
+        NubladoUsageError
+            ``max_websocket_size`` is under 64 KiB, or
+            ``websocket_open_timeout`` is not a positive `datetime.timedelta`.
         """
         return JupyterLabSessionManager(
             username=self.username,

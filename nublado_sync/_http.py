@@ -19,6 +19,7 @@ from urllib.parse import urljoin, urlsplit
 
 from ._exceptions import NubladoRedirectError, NubladoWebError
 from ._logging import Logger
+from ._reasons import server_message, status_explanation, transport_failure
 from ._redact import redact_secrets, redact_url
 from ._retry import RetryPolicy
 
@@ -316,10 +317,20 @@ class HTTPSession:
                 self._read_body(response, read_timeout)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # requests wraps most failures; urllib3 and the socket layer
-            # raise their own while a body is read.
-            text = self.redact(str(e))
+            # raise their own while a body is read. The library's own text
+            # goes to the debug log; the exception says it in words.
+            self._logger.debug(
+                "HTTP request failed",
+                method=method,
+                url=redact_url(url),
+                error=f"{type(e).__name__}: {self.redact(str(e))}",
+            )
+            words = transport_failure(e, redact_url(url), read_timeout)
             raise NubladoWebError(
-                f"{type(e).__name__}: {text}", self.user, method=method, url=url
+                f"{self.redact(words[:1].upper() + words[1:])} ({method} {url})",
+                self.user,
+                method=method,
+                url=url,
             ) from None
         self._logger.debug(
             "HTTP request", method=method, url=redact_url(url), status=response.status_code
@@ -339,7 +350,8 @@ class HTTPSession:
             if remaining <= 0:
                 response.close()
                 raise NubladoWebError(
-                    f"ReadTimeout: the body did not end within {seconds:.0f}s",
+                    f"The answer did not end within {seconds:.0f}s (read timeout)"
+                    f" ({response.request.method} {response.url})",
                     self.user,
                     method=response.request.method,
                     url=response.url,
@@ -371,10 +383,17 @@ class HTTPSession:
             body = ""
         finally:
             response.close()
+        body = self.redact(body)
+        if body:
+            # The whole page is for debugging; people read its message.
+            self._logger.debug("HTTP error body", method=method, url=url, body=body)
+        reason = server_message(body, response.headers.get("Content-Type", ""))
+        explanation = status_explanation(response.status_code, reason)
         return NubladoWebError(
-            f"Status {response.status_code} from {method} {url}",
+            f"Status {response.status_code} from {method} {url}"
+            + (f": {explanation}" if explanation else ""),
             self.user,
-            body=self.redact(body) or None,
+            body=body or None,
             method=method,
             status=response.status_code,
             url=url,
