@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Optional, Union
 
+from ._arguments import check_duration
 from ._deadline import Deadline
 from ._exceptions import (
     NubladoError,
@@ -24,7 +25,7 @@ from ._execution import ExecutionCollector, OutputCallback
 from ._logging import Logger, debug_enabled, default_logger
 from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
-from ._notebook import execute_notebook
+from ._reasons import one_line
 from ._transport import KernelSocket
 
 if TYPE_CHECKING:
@@ -42,14 +43,8 @@ _PROBE_RETRY = 1.0
 
 
 def _seconds(value: Optional[datetime.timedelta], name: str) -> Optional[float]:
-    if value is None:
-        return None
-    if not isinstance(value, datetime.timedelta):
-        raise NubladoUsageError(f"{name} must be a datetime.timedelta, not {type(value).__name__}")
-    seconds = value.total_seconds()
-    if seconds <= 0:
-        raise NubladoUsageError(f"{name} must be positive, not {value}")
-    return seconds
+    checked = check_duration(value, name, optional=True)
+    return None if checked is None else checked.total_seconds()
 
 
 class JupyterLabSession:
@@ -134,6 +129,7 @@ class JupyterLabSession:
         # different one later means the server restarted the kernel.
         self._kernel_process: Optional[str] = None
         self._closed_because: Optional[str] = None
+        self._aborted = False
         self._in_use = threading.Lock()
 
     def __repr__(self) -> str:
@@ -205,7 +201,8 @@ class JupyterLabSession:
             The server sent a frame that could not be decoded; the session
             is closed.
         NubladoSessionClosedError
-            The session was already closed.
+            The session was already closed, or `abort` was called while
+            the code ran.
         NubladoUsageError
             Invalid arguments, or another thread is using the session.
         """
@@ -275,7 +272,8 @@ class JupyterLabSession:
             The server sent a frame that could not be decoded; the session
             is closed.
         NubladoSessionClosedError
-            The session was already closed.
+            The session was already closed, or `abort` was called while
+            the code ran.
         NubladoUsageError
             Invalid arguments, or another thread is using the session.
         """
@@ -302,9 +300,11 @@ class JupyterLabSession:
     ) -> str:
         """Run a notebook's code cells in order and return it executed.
 
-        Works on any Jupyter server (no server extension needed). The cells
-        run in this session's kernel, each under its own deadline, and their
-        outputs are written into the notebook in nbformat 4 shape.
+        A shortcut for ``nublado_sync.execute_notebook(session, content,
+        ...)``, kept for the callers that use it; see `execute_notebook`
+        for what it does, its arguments and its exceptions. The notebook
+        runner lives in a package of its own that uses the session; this
+        method imports it only when called.
 
         Parameters
         ----------
@@ -334,6 +334,9 @@ class JupyterLabSession:
         NubladoWebSocketError
             The connection failed.
         """
+        # Imported here: the runner uses the session, not the other way.
+        from ._notebooks._runner import execute_notebook
+
         return execute_notebook(
             self, content, name=name, cell_timeout=cell_timeout, on_output=on_output
         )
@@ -356,6 +359,26 @@ class JupyterLabSession:
         """
         self._check_open()
         self._send_interrupt()
+
+    def abort(self) -> None:
+        """Stop this session from another thread: interrupt the kernel and cut the connection.
+
+        Made for a thread that supervises others (the batch runner on
+        Ctrl-C): a call running in another thread ends at once with
+        `NubladoSessionClosedError`, whatever the kernel does, and every
+        later call raises it too. The caller that owns the session still
+        closes it (its session manager deletes it, which shuts the kernel
+        down). Never raises; safe to call more than once.
+        """
+        if self._aborted:
+            return
+        self._aborted = True
+        if self._socket.connected:
+            try:
+                self._send_interrupt(_ABANDON_SEND_TIMEOUT)
+            except NubladoError:
+                self._logger.debug("Could not interrupt the kernel", exc_info=True)
+        self._socket.cut()
 
     def wait_until_ready(self, timeout: datetime.timedelta) -> None:
         """Wait until the kernel answers requests.
@@ -414,6 +437,8 @@ class JupyterLabSession:
             )
 
     def _check_open(self) -> None:
+        if self._aborted:
+            self._close("aborted")
         if self._closed_because is not None:
             raise NubladoSessionClosedError(
                 f"The session is closed ({self._closed_because}); open a new one",
@@ -470,6 +495,11 @@ class JupyterLabSession:
             e.result = collector.result()
             raise
         except (NubladoTimeoutError, NubladoWebSocketError) as e:
+            if self._aborted:
+                self._close("aborted")
+                raise NubladoSessionClosedError(
+                    "The session was aborted while running the code", self.username
+                ) from e
             if deadline.expired():
                 self._raise_timeout(code, context, deadline, started_at, collector, e)
             self._abandon(f"{type(e).__name__}")
@@ -485,7 +515,10 @@ class JupyterLabSession:
             raise
         result = collector.result()
         if result.output_lost:
-            self._logger.warning("Lab IOPub rate limit dropped output", notice=result.stderr[-200:])
+            self._logger.warning(
+                "Lab IOPub rate limit dropped output",
+                notice=one_line(collector.rate_limit_notice, 500),
+            )
         if raise_on_error and result.status != "ok":
             raise NubladoExecutionError(
                 self.username,

@@ -14,7 +14,7 @@ counterpart of the async client's ``MockJupyter``, with the same names.
    from nublado_sync import NubladoImageByClass
    from nublado_sync.testing import MockJupyter
 
-   with MockJupyter(users={"alice": "token-a"}) as mock:
+   with MockJupyter(users={"alice": "token-of-alice"}) as mock:
        mock.register_python_result("print(hello)", "hi\n")
        with mock.client("alice") as client:
            client.auth_to_hub()
@@ -46,14 +46,15 @@ from .. import _lazy
 
 if TYPE_CHECKING:
     from ._kernel import StdinNotImplementedError
-    from ._mock import (
-        MockJupyter,
+    from ._mock import MockJupyter
+    from ._register import register_mock_jupyter
+    from ._resolve import loopback_hosts
+    from ._state import (
         MockJupyterAction,
         MockJupyterExecutionParameters,
         MockJupyterLabSession,
         MockJupyterState,
     )
-    from ._resolve import loopback_hosts
 
 __all__ = [
     "MockJupyter",
@@ -63,6 +64,7 @@ __all__ = [
     "MockJupyterState",
     "StdinNotImplementedError",
     "loopback_hosts",
+    "register_mock_jupyter",
 ]
 
 # Imported on first use: the pytest plugin of this package is loaded in every
@@ -71,11 +73,12 @@ __getattr__, __dir__ = _lazy.attach(
     __name__,
     {
         "MockJupyter": "_mock",
-        "MockJupyterAction": "_mock",
-        "MockJupyterExecutionParameters": "_mock",
-        "MockJupyterLabSession": "_mock",
-        "MockJupyterState": "_mock",
+        "MockJupyterAction": "_state",
+        "MockJupyterExecutionParameters": "_state",
+        "MockJupyterLabSession": "_state",
+        "MockJupyterState": "_state",
         "StdinNotImplementedError": "_kernel",
         "loopback_hosts": "_resolve",
+        "register_mock_jupyter": "_register",
     },
 )
