@@ -122,15 +122,28 @@ class NubladoSessionClosedError(NubladoUsageError):
     """
 
 
+def _cell_name(context: CodeContext, result: Optional[ExecutionResult]) -> str:
+    # As a person finds the cell in JupyterLab: its position among the code
+    # cells (from 1), its In [n], then its id.
+    if not context.cell_number:
+        return f"cell {context.cell}" if context.cell else "cell"
+    details = []
+    if result is not None and result.execution_count:
+        details.append(f"In [{result.execution_count}]")
+    if context.cell:
+        details.append(f"id {context.cell!r}")
+    return f"cell {context.cell_number}" + (f" ({', '.join(details)})" if details else "")
+
+
 def _code_failure_intro(
-    user: Optional[str], code: Optional[str], context: CodeContext, what: str
+    user: Optional[str],
+    code: Optional[str],
+    context: CodeContext,
+    what: str,
+    result: Optional[ExecutionResult] = None,
 ) -> str:
     if context.notebook:
-        if context.cell:
-            where = f"cell {context.cell} of notebook {context.notebook}"
-        else:
-            where = f"cell of notebook {context.notebook}"
-        return f"{user}: {where} {what}"
+        return f"{user}: {_cell_name(context, result)} of notebook {context.notebook} {what}"
     if code:
         return f"{user}: running code '{code}' {what}"
     return f"{user}: running code {what}"
@@ -203,7 +216,7 @@ class NubladoExecutionError(NubladoError):
         self.notebook = notebook
 
     def __str__(self) -> str:
-        msg = _code_failure_intro(self.user, self.code, self.context, "failed")
+        msg = _code_failure_intro(self.user, self.code, self.context, "failed", self.result)
         if self.status and self.status != "error":
             msg += f" (status: {self.status})"
         if self.context.notebook and self.code:
@@ -304,7 +317,9 @@ class NubladoExecutionTimeoutError(NubladoTimeoutError):
         return self.result.stdout if self.result else ""
 
     def __str__(self) -> str:
-        msg = _code_failure_intro(self.user, self.code, self.context, "timed out")
+        msg = _code_failure_intro(
+            self.user, self.code, self.context, "timed out", self.result
+        )
         if self.context.notebook and self.code:
             msg += f"\nCode: {self.code}"
         return f"{msg}\n{self.message}"
