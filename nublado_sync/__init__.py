@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._notebooks._plan import NotebookCell, NotebookHooks
     from ._notebooks._runner import execute_notebook
     from ._retry import RetryPolicy
     from ._session import JupyterLabSession
@@ -58,8 +59,10 @@ __all__ = [
     "ExecutionResult",
     "JupyterLabSession",
     "JupyterLabSessionManager",
+    "NotebookCell",
     "NotebookExecutionError",
     "NotebookExecutionResult",
+    "NotebookHooks",
     "NubladoDiscoveryError",
     "NubladoError",
     "NubladoExecutionError",
@@ -99,7 +102,9 @@ _EXPORTS = {
     "ExecutionResult": "_models",
     "JupyterLabSession": "_session",
     "JupyterLabSessionManager": "_session_manager",
+    "NotebookCell": "_notebooks._plan",
     "NotebookExecutionError": "_models",
+    "NotebookHooks": "_notebooks._plan",
     "NotebookExecutionResult": "_models",
     "NubladoClient": "_client",
     "NubladoDiscoveryError": "_exceptions",

@@ -47,6 +47,7 @@ from ._images import (
 )
 from ._logging import DeferredLogger, Logger
 from ._models import ExecutionResult, SpawnProgressMessage
+from ._notebooks._options import add_parameter_options, checked_notebook, parameters_from
 from ._redact import strip_ansi
 from ._retry import RetryPolicy
 from ._session_manager import JupyterLabSessionManager, open_lab_session
@@ -188,6 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--save-notebook", type=Path, help="write the executed notebook here")
     run.add_argument("--json", action="store_true", help="print one JSON result")
+    add_parameter_options(run)
     connection(run)
     image(run)
 
@@ -380,13 +382,22 @@ class _Runner:
             self.report.update(_result_json(result))
             return
         # The runner loads only for notebooks.
+        from ._notebooks._progress import CellProgress
         from ._notebooks._runner import execute_notebook
 
+        # Which cell of how many runs, and for how long.
+        progress = CellProgress(self.logger, sys.stderr)
         try:
             executed = execute_notebook(
-                session, text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
+                session,
+                text,
+                name=notebook,
+                cell_timeout=self.args.timeout,
+                hooks=progress,
+                on_output=progress.wrap_output(on_output),
             )
         except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
+            progress.close()
             # The notebook's failure is the news; a failure to save it too
             # is only logged.
             try:
@@ -394,6 +405,8 @@ class _Runner:
             except _UsageError as save_error:
                 self.logger.warning("Could not save the notebook", error=str(save_error))
             raise
+        finally:
+            progress.close()
         self._save(executed)
 
     def _save(self, executed: Optional[str]) -> None:
@@ -420,6 +433,12 @@ def _result_json(result: ExecutionResult) -> Dict[str, Any]:
 
 def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> None:
     text, notebook = _read_source(args)
+    # The notebook and its parameters are checked before anything starts.
+    parameters = parameters_from(args)
+    if notebook is not None:
+        text = checked_notebook(text, notebook, parameters)
+    elif parameters is not None:
+        raise _UsageError("-p, -r and -f need a .ipynb notebook to run")
     if args.save_notebook is not None:
         if notebook is None:
             raise _UsageError("--save-notebook needs a .ipynb notebook to run")

@@ -317,9 +317,7 @@ class NubladoExecutionTimeoutError(NubladoTimeoutError):
         return self.result.stdout if self.result else ""
 
     def __str__(self) -> str:
-        msg = _code_failure_intro(
-            self.user, self.code, self.context, "timed out", self.result
-        )
+        msg = _code_failure_intro(self.user, self.code, self.context, "timed out", self.result)
         if self.context.notebook and self.code:
             msg += f"\nCode: {self.code}"
         return f"{msg}\n{self.message}"

@@ -62,9 +62,7 @@ def check_parameters(parameters: Mapping[str, Any]) -> Dict[str, Any]:
     checked: Dict[str, Any] = {}
     for name, value in parameters.items():
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise NubladoUsageError(
-                f"Parameter name {name!r} is not a valid Python variable name"
-            )
+            raise NubladoUsageError(f"Parameter name {name!r} is not a valid Python variable name")
         try:
             json.dumps(value, allow_nan=True)
         except (TypeError, ValueError):
@@ -184,7 +182,7 @@ def inject_parameters(notebook: Dict[str, Any], parameters: Mapping[str, Any]) -
         if not isinstance(cell.get("id"), str):
             cell["id"] = _new_cell_id(ids)
             ids.append(cell["id"])
-    injected = {
+    injected: Dict[str, Any] = {
         "cell_type": "code",
         "execution_count": None,
         "id": _new_cell_id(ids),

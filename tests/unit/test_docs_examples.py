@@ -320,7 +320,7 @@ CASES: Dict[str, List[Case]] = {
             name="failing",
             exit_code=1,
             stderr=(
-                "NubladoExecutionError: jupyter: cell fails of notebook analysis.ipynb failed",
+                "NubladoExecutionError: jupyter: cell 3 (In [3], id 'fails') of notebook",
             ),
             setup=_write("analysis.ipynb", FAILING_NOTEBOOK),
             check=_partial_notebook,
@@ -332,7 +332,8 @@ CASES: Dict[str, List[Case]] = {
             stdout=(
                 "fails 3\n",
                 "ZeroDivisionError\n",
-                "alice: cell fails of notebook analysis.ipynb failed\nCode: x / 0\nError: ",
+                "alice: cell 3 (In [3], id 'fails') of notebook analysis.ipynb failed\n"
+                "Code: x / 0\n",
             ),
             setup=_write("analysis.ipynb", FAILING_NOTEBOOK),
             check=_partial_notebook,
