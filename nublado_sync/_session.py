@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Optional, Union
 
+from ._arguments import check_duration
 from ._deadline import Deadline
 from ._exceptions import (
     NubladoError,
@@ -24,6 +25,7 @@ from ._execution import ExecutionCollector, MessageCallback, OutputCallback
 from ._logging import Logger, debug_enabled, default_logger
 from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
+from ._reasons import one_line
 from ._transport import KernelSocket
 
 if TYPE_CHECKING:
@@ -41,14 +43,8 @@ _PROBE_RETRY = 1.0
 
 
 def _seconds(value: Optional[datetime.timedelta], name: str) -> Optional[float]:
-    if value is None:
-        return None
-    if not isinstance(value, datetime.timedelta):
-        raise NubladoUsageError(f"{name} must be a datetime.timedelta, not {type(value).__name__}")
-    seconds = value.total_seconds()
-    if seconds <= 0:
-        raise NubladoUsageError(f"{name} must be positive, not {value}")
-    return seconds
+    checked = check_duration(value, name, optional=True)
+    return None if checked is None else checked.total_seconds()
 
 
 class JupyterLabSession:
@@ -515,7 +511,10 @@ class JupyterLabSession:
             raise
         result = collector.result()
         if result.output_lost:
-            self._logger.warning("Lab IOPub rate limit dropped output", notice=result.stderr[-200:])
+            self._logger.warning(
+                "Lab IOPub rate limit dropped output",
+                notice=one_line(collector.rate_limit_notice, 500),
+            )
         if raise_on_error and result.status != "ok":
             raise NubladoExecutionError(
                 self.username,

@@ -98,7 +98,7 @@ def checked_notebook(text: str, name: str, parameters: Optional[Dict[str, Any]] 
     text
         The notebook file's text.
     name
-        The file's name, for messages.
+        The notebook's name.
     parameters
         Parameters to inject, or `None`.
 
@@ -111,12 +111,9 @@ def checked_notebook(text: str, name: str, parameters: Optional[Dict[str, Any]] 
     ------
     NubladoUsageError
         It is not an nbformat 4 notebook, has no code cell to run, or a
-        parameter is invalid; the message names the file.
+        parameter is invalid.
     """
-    try:
-        notebook = prepare_notebook(text, parameters)
-    except NubladoUsageError as e:
-        raise NubladoUsageError(f"{name}: {e.message}") from None
+    notebook = prepare_notebook(text, parameters)
     if not code_cells(notebook, name):
-        raise NubladoUsageError(f"{name}: the notebook has no code cell to run")
+        raise NubladoUsageError("The notebook has no code cell to run")
     return dump_notebook(notebook)

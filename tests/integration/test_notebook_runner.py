@@ -307,7 +307,10 @@ def test_command_refuses_bad_parameters_before_starting(
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        (notebook({"cell_type": "markdown", "id": "m", "metadata": {}, "source": "x"}), "no code"),
+        (
+            notebook({"cell_type": "markdown", "id": "m", "metadata": {}, "source": "x"}),
+            "no code cell",
+        ),
         ({"nbformat": 3, "nbformat_minor": 0, "worksheets": [{"cells": []}]}, "nbformat 4"),
     ],
 )

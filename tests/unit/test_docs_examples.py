@@ -319,9 +319,7 @@ CASES: Dict[str, List[Case]] = {
             "lab",
             name="failing",
             exit_code=1,
-            stderr=(
-                "NubladoExecutionError: jupyter: cell 3 (In [3], id 'fails') of notebook",
-            ),
+            stderr=("NubladoExecutionError: jupyter: cell 3 (In [3], id 'fails') of notebook",),
             setup=_write("analysis.ipynb", FAILING_NOTEBOOK),
             check=_partial_notebook,
         ),
@@ -438,8 +436,8 @@ CASES: Dict[str, List[Case]] = {
             "lab",
             stdout=(
                 "0:00:02\n'started\\n'\n''\nTrue\n",
-                "jupyter: running code 'import time\nprint('started', flush=True)\n",
-                "' timed out\nCode execution timed out after 2.00s\n",
+                "jupyter: running code 'import time' (and 3 more lines) timed out\n"
+                "Code execution timed out after 2.00s\n",
                 "The session is closed (timed out); open a new one\n",
             ),
             check=_no_sessions_left,

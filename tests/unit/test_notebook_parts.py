@@ -184,9 +184,9 @@ def test_plan_counts_every_code_cell_and_skips_like_nbclient() -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("not json", "x.ipynb: Notebook is not JSON"),
-        ('{"nbformat": 3, "worksheets": []}', "x.ipynb: Notebook is nbformat 3; only nbformat 4"),
-        (json.dumps(_notebook()), "x.ipynb: the notebook has no code cell to run"),
+        ("not json", "Notebook is not JSON"),
+        ('{"nbformat": 3, "worksheets": []}', "Notebook is nbformat 3; only nbformat 4"),
+        (json.dumps(_notebook()), "The notebook has no code cell to run"),
     ],
 )
 def test_checked_notebook_names_the_file(content: str, message: str) -> None:
