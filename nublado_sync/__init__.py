@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._reconnect import ReconnectPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
 
@@ -80,6 +81,7 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "ReconnectPolicy",
     "SpawnProgressMessage",
     "__version__",
     "open_lab_session",
@@ -119,6 +121,7 @@ _EXPORTS = {
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "ReconnectPolicy": "_reconnect",
     "SpawnProgressMessage": "_models",
     "open_lab_session": "_session_manager",
 }
