@@ -45,7 +45,9 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._notebooks._runner import execute_notebook
     from ._reconnect import ReconnectPolicy
+    from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
 
@@ -82,8 +84,10 @@ __all__ = [
     "NubladoWebError",
     "NubladoWebSocketError",
     "ReconnectPolicy",
+    "RetryPolicy",
     "SpawnProgressMessage",
     "__version__",
+    "execute_notebook",
     "open_lab_session",
 ]
 
@@ -122,7 +126,9 @@ _EXPORTS = {
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
     "ReconnectPolicy": "_reconnect",
+    "RetryPolicy": "_retry",
     "SpawnProgressMessage": "_models",
+    "execute_notebook": "_notebooks._runner",
     "open_lab_session": "_session_manager",
 }
 

@@ -48,6 +48,7 @@ from ._images import (
 from ._logging import DeferredLogger, Logger
 from ._models import ExecutionResult, SpawnProgressMessage
 from ._redact import strip_ansi
+from ._retry import RetryPolicy
 from ._session_manager import JupyterLabSessionManager, open_lab_session
 
 if TYPE_CHECKING:
@@ -132,6 +133,18 @@ def _parser() -> argparse.ArgumentParser:
         group.add_argument("--ca-bundle", help="CA bundle to verify the hub's TLS certificate")
         group.add_argument(
             "--http-timeout", type=_seconds, default=_seconds("30"), help="per request (30)"
+        )
+        group.add_argument(
+            "--retries",
+            type=_retries,
+            default=RetryPolicy().retries,
+            help=f"retries of a request that failed for a passing reason; 0: none"
+            f" ({RetryPolicy().retries})",
+        )
+        group.add_argument(
+            "--retry-deadline",
+            type=_seconds,
+            help="seconds one request may take, its retries included (default: --http-timeout)",
         )
 
     def image(sub: argparse.ArgumentParser) -> None:
@@ -257,7 +270,22 @@ def _client(args: argparse.Namespace, logger: Logger) -> NubladoClient:
         logger=logger,
         timeout=args.http_timeout,
         verify=_ca_bundle(args),
+        retry=_retry_policy(args),
     )
+
+
+def _retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    return RetryPolicy(retries=args.retries, deadline=args.retry_deadline)
+
+
+def _retries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a whole number, 0 or more: {text!r}")
+    return value
 
 
 def _ca_bundle(args: argparse.Namespace) -> Union[bool, str]:
@@ -351,9 +379,12 @@ class _Runner:
             result = session.execute(text, timeout=self.args.timeout, on_output=on_output)
             self.report.update(_result_json(result))
             return
+        # The runner loads only for notebooks.
+        from ._notebooks._runner import execute_notebook
+
         try:
-            executed = session.execute_notebook(
-                text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
+            executed = execute_notebook(
+                session, text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
             )
         except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
             # The notebook's failure is the news; a failure to save it too
@@ -418,6 +449,7 @@ def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> N
             timeout=args.http_timeout,
             verify=_ca_bundle(args),
             logger=logger,
+            retry=_retry_policy(args),
         )
         _run_in(manager, runner, text, notebook)
         return

@@ -23,6 +23,7 @@ from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._models import NotebookExecutionError, NotebookExecutionResult, SpawnProgressMessage
+from ._retry import RetryPolicy
 from ._session_manager import JupyterLabSessionManager
 from ._sse import SSEParser, parse_progress_event
 
@@ -69,6 +70,10 @@ class NubladoClient:
         certifi's bundle), or the path of a CA bundle for servers with a
         private certificate authority. HTTP and the kernel WebSocket trust
         the same certificates.
+    retry
+        How requests that failed for a passing reason (connection refused
+        or reset, 502, 503, 504) are tried again; `RetryPolicy` ``()`` by
+        default, `RetryPolicy.off` to fail at once.
 
     Raises
     ------
@@ -86,6 +91,7 @@ class NubladoClient:
         logger: Optional[Logger] = None,
         timeout: datetime.timedelta = datetime.timedelta(seconds=30),
         verify: Union[bool, str] = True,
+        retry: Optional[RetryPolicy] = None,
     ) -> None:
         if not username or not isinstance(username, str):
             raise NubladoUsageError("A username is required")
@@ -95,6 +101,8 @@ class NubladoClient:
             raise NubladoUsageError("timeout must be a positive datetime.timedelta", username)
         if hub_url is not None and not hub_url.startswith(("http://", "https://")):
             raise NubladoUsageError("hub_url must be an http(s) URL", username)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise NubladoUsageError("retry must be a RetryPolicy", username)
         self.username = username
         self._logger = (logger or default_logger()).bind(user=username)
         self._hub_url = hub_url.rstrip("/") + "/" if hub_url else None
@@ -107,6 +115,7 @@ class NubladoClient:
             timeout=timeout.total_seconds(),
             verify=verify,
             logger=self._logger,
+            retry=retry,
         )
 
     def __repr__(self) -> str:

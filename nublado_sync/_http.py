@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 from ._exceptions import NubladoRedirectError, NubladoWebError
 from ._logging import Logger
 from ._redact import redact_secrets, redact_url
+from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     import requests
@@ -133,6 +134,8 @@ class HTTPSession:
         TLS verification: `True`, or the path of a CA bundle.
     logger
         Logger to use.
+    retry
+        How requests that failed for a passing reason are tried again.
     """
 
     def __init__(
@@ -143,14 +146,23 @@ class HTTPSession:
         timeout: float,
         verify: Union[bool, str] = True,
         logger: Logger,
+        retry: Optional[RetryPolicy] = None,
     ) -> None:
         # Imported on first use: `import nublado_sync` stays cheap for cold
         # starts (cron), and requests is the largest import of all.
         import requests
+        from requests.adapters import HTTPAdapter
+
+        from ._urllib3_retry import PolicyRetry
 
         self.user = user
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self.session = requests.Session()
+        # Retries happen inside urllib3, per request (see _urllib3_retry).
+        adapter = HTTPAdapter(max_retries=PolicyRetry.from_policy(self.retry, logger))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.verify = verify
         self.verify = verify
         self._auth = BearerAuth(token)
@@ -217,8 +229,13 @@ class HTTPSession:
         ok: Collection[int] = (200, 201, 202, 204),
         timeout: Optional[float] = None,
         stream: bool = False,
+        deadline: Optional[float] = None,
     ) -> requests.Response:
         """Send one request without following redirects.
+
+        A request that failed for a passing reason is retried as the retry
+        policy says (see `RetryPolicy`), within its timeout and
+        ``deadline``.
 
         Parameters
         ----------
@@ -240,6 +257,9 @@ class HTTPSession:
             Read timeout in seconds; the session's when omitted.
         stream
             Leave the body unread (for event streams).
+        deadline
+            Seconds left to the calling operation's deadline: retries end by
+            then.
 
         Returns
         -------
@@ -254,26 +274,37 @@ class HTTPSession:
         import requests
         import urllib3
 
+        from ._urllib3_retry import DeadlineTimeout, request_deadline
+
         read_timeout = self.timeout if timeout is None else timeout
+        retry_deadline = self.retry.request_deadline(read_timeout)
+        if deadline is not None:
+            retry_deadline = min(retry_deadline, deadline)
         try:
-            response = self.session.request(
-                method,
-                url,
-                headers=dict(headers or {}),
-                json=json,
-                data=data,
-                params=params,
-                auth=self._auth,
-                # Per request: requests prefers REQUESTS_CA_BUNDLE over the
-                # session's verify, which would ignore an explicit CA path.
-                verify=self.ca_bundle(),
-                timeout=(self.timeout, read_timeout),
-                allow_redirects=False,
-                # Always streamed: requests reads a body with a timeout per
-                # read, so a server trickling an endless body would hold the
-                # call forever; _read_body reads it under one deadline.
-                stream=True,
-            )
+            with request_deadline(retry_deadline):
+                response = self.session.request(
+                    method,
+                    url,
+                    headers=dict(headers or {}),
+                    json=json,
+                    data=data,
+                    params=params,
+                    auth=self._auth,
+                    # Per request: requests prefers REQUESTS_CA_BUNDLE over
+                    # the session's verify, which would ignore an explicit
+                    # CA path.
+                    verify=self.ca_bundle(),
+                    # requests hands a urllib3 Timeout to urllib3 as it is.
+                    timeout=DeadlineTimeout(  # type: ignore[arg-type]
+                        connect=self.timeout, read=read_timeout
+                    ),
+                    allow_redirects=False,
+                    # Always streamed: requests reads a body with a timeout
+                    # per read, so a server trickling an endless body would
+                    # hold the call forever; _read_body reads it under one
+                    # deadline.
+                    stream=True,
+                )
             if not stream:
                 self._read_body(response, read_timeout)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
@@ -362,6 +393,7 @@ class HTTPSession:
         follow: bool = True,
         timeout: Optional[float] = None,
         stream: bool = False,
+        deadline: Optional[float] = None,
     ) -> requests.Response:
         """Send a request inside the URL space, following redirects by hand.
 
@@ -392,6 +424,9 @@ class HTTPSession:
             Read timeout in seconds; the session's when omitted.
         stream
             Leave the final body unread.
+        deadline
+            Seconds left to the calling operation's deadline: retries of
+            each hop end by then.
 
         Returns
         -------
@@ -431,6 +466,7 @@ class HTTPSession:
                 ok=range(100, 600),
                 timeout=timeout,
                 stream=stream,
+                deadline=deadline,
             )
             self._remember_xsrf(response, space)
             if not follow or response.status_code not in _REDIRECTS:

@@ -157,10 +157,16 @@ class LabAPI:
     def _delete_by_path(self, path: str) -> None:
         # The server may have created the session even though its answer is
         # lost or unusable; our unique path finds it again. Best effort, and
-        # brief: it runs on the way out of a failure.
+        # brief: it runs on the way out of a failure. Retries end within the
+        # client's HTTP timeout, as the failed request did.
+        retry_deadline = self.http.timeout
         try:
             response = self.http.request(
-                "GET", self.url("api/sessions"), headers=self._extra_headers(), timeout=_CLEANUP
+                "GET",
+                self.url("api/sessions"),
+                headers=self._extra_headers(),
+                timeout=_CLEANUP,
+                deadline=retry_deadline,
             )
             for session in response.json():
                 if isinstance(session, dict) and session.get("path") == path:
@@ -169,6 +175,7 @@ class LabAPI:
                         self.url(f"api/sessions/{quote(str(session.get('id')), safe='')}"),
                         headers=self._extra_headers(),
                         timeout=_CLEANUP,
+                        deadline=retry_deadline,
                         ok=(200, 204, 404),
                     )
         except (NubladoWebError, ValueError, TypeError):

@@ -25,7 +25,6 @@ from ._execution import ExecutionCollector, OutputCallback
 from ._logging import Logger, debug_enabled, default_logger
 from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
-from ._notebook import execute_notebook
 from ._reconnect import Continuity, ReconnectPolicy
 from ._transport import KernelSocket
 
@@ -337,9 +336,11 @@ class JupyterLabSession:
     ) -> str:
         """Run a notebook's code cells in order and return it executed.
 
-        Works on any Jupyter server (no server extension needed). The cells
-        run in this session's kernel, each under its own deadline, and their
-        outputs are written into the notebook in nbformat 4 shape.
+        A shortcut for ``nublado_sync.execute_notebook(session, content,
+        ...)``, kept for the callers that use it; see `execute_notebook`
+        for what it does, its arguments and its exceptions. The notebook
+        runner lives in a package of its own that uses the session; this
+        method imports it only when called.
 
         Parameters
         ----------
@@ -369,6 +370,9 @@ class JupyterLabSession:
         NubladoWebSocketError
             The connection failed.
         """
+        # Imported here: the runner uses the session, not the other way.
+        from ._notebooks._runner import execute_notebook
+
         return execute_notebook(
             self, content, name=name, cell_timeout=cell_timeout, on_output=on_output
         )

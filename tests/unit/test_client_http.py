@@ -19,6 +19,7 @@ from nublado_sync import (
     NubladoSpawnError,
     NubladoUsageError,
     NubladoWebError,
+    RetryPolicy,
 )
 
 from ..rogue_http import Reply, RogueServer, running_rogue_server
@@ -113,7 +114,12 @@ def test_connection_refused() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     hub = f"http://127.0.0.1:{port}/"
-    with NubladoClient("alice", TOKEN, hub_url=hub) as c, pytest.raises(NubladoWebError) as info:
+    # Retrying is tested in test_retry; here, the error itself.
+    off = RetryPolicy.off()
+    with (
+        NubladoClient("alice", TOKEN, hub_url=hub, retry=off) as c,
+        pytest.raises(NubladoWebError) as info,
+    ):
         c.auth_to_hub()
     assert str(info.value).startswith("ConnectionError: ")
     assert_no_token(info.value)
@@ -126,7 +132,11 @@ def test_dns_failure(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket, "getaddrinfo", fail)
     hub = "http://hub.example.invalid/"
-    with NubladoClient("alice", TOKEN, hub_url=hub) as c, pytest.raises(NubladoWebError) as info:
+    off = RetryPolicy.off()
+    with (
+        NubladoClient("alice", TOKEN, hub_url=hub, retry=off) as c,
+        pytest.raises(NubladoWebError) as info,
+    ):
         c.auth_to_hub()
     assert "ConnectionError" in str(info.value)
 
