@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import collections
 import datetime
+import itertools
 import re
 from dataclasses import dataclass
-from typing import Deque, Optional, Set, Tuple
+from typing import Deque, List, Optional, Set, Tuple
 
 from ._exceptions import NubladoUsageError
 
@@ -198,3 +199,11 @@ class Continuity:
             return True
         newest = max(self._after, default=self._since)
         return len(self._after) < newest - self._since
+
+    def missing(self, limit: int = 10) -> List[int]:
+        """Return the first ``limit`` message numbers missing since the first drop."""
+        if self._since is None or self._source is None:
+            return []
+        newest = max(self._after, default=self._since)
+        gaps = (n for n in range(self._since + 1, newest) if n not in self._after)
+        return list(itertools.islice(gaps, limit))

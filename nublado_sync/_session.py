@@ -641,11 +641,7 @@ class JupyterLabSession:
         result = collector.result()
         if collector.rate_limited:
             self._logger.warning("Lab IOPub rate limit dropped output", notice=result.stderr[-200:])
-        if collector.reconnect_lost:
-            self._logger.warning(
-                "Output sent while the WebSocket was down may be lost",
-                reconnects=result.reconnects,
-            )
+
         if raise_on_error and result.status != "ok":
             raise NubladoExecutionError(
                 self.username,
@@ -762,6 +758,13 @@ class JupyterLabSession:
                     " while running the code; its state is lost"
                 )
         collector.reconnect_lost = continuity.lost() or not collector.done
+        if collector.reconnect_lost:
+            self._logger.warning(
+                "Messages sent while the WebSocket was down are missing",
+                reconnects=continuity.reconnects,
+                replied=collector.replied,
+                missing_numbers=continuity.missing(),
+            )
         if not collector.replied:
             raise NubladoOutputLostError(
                 self.username,

@@ -132,7 +132,7 @@ def test_cut_mid_cell(server: JupyterServer, proxy: TCPProxy, tmp_path: Path) ->
             # Replayed by the server: complete, and nothing twice.
             assert result.stdout == expected
             assert "".join(o["text"] for o in cutter.outputs) == expected
-            assert not result.output_lost
+            assert not result.output_lost, logs.lines
             assert result.status == "ok"
         else:
             # Nothing kept: the loss is flagged, never silent, and nothing
