@@ -5,8 +5,21 @@ from __future__ import annotations
 import datetime
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Type, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    Union,
+)
 
+from ._arguments import check_duration, check_http_url, check_token
 from ._deadline import Deadline
 from ._discovery import DiscoveryClient
 from ._exceptions import (
@@ -18,12 +31,12 @@ from ._exceptions import (
     NubladoUsageError,
     NubladoWebError,
 )
-from ._http import HTTPSession, URLSpace, set_read_timeout
+from ._http import HTTPSession, URLSpace, check_proxies, is_transient, set_read_timeout
 from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._models import NotebookExecutionError, NotebookExecutionResult, SpawnProgressMessage
-from ._retry import RetryPolicy
+from ._retry import RETRY_STATUSES, RetryPolicy
 from ._session_manager import JupyterLabSessionManager
 from ._sse import SSEParser, parse_progress_event
 
@@ -74,11 +87,22 @@ class NubladoClient:
         How requests that failed for a passing reason (connection refused
         or reset, 502, 503, 504) are tried again; `RetryPolicy` ``()`` by
         default, `RetryPolicy.off` to fail at once.
+    proxies
+        Forward proxies for HTTP and the kernel WebSocket alike, by URL
+        scheme (``{"https": "http://proxy:3128"}``, ``http``, ``all``),
+        with an optional ``no_proxy`` entry (comma-separated hosts); they
+        replace the environment's ``HTTPS_PROXY``, ``HTTP_PROXY`` and
+        ``NO_PROXY``, and ``{}`` means no proxy at all. `None` (the
+        default) uses the environment's. Service discovery uses the
+        environment's.
 
     Raises
     ------
     NubladoUsageError
-        An argument is invalid.
+        An argument is invalid: no username, a token too short to be real
+        (under 8 characters) or holding white space, a ``timeout`` that is
+        not a positive `datetime.timedelta`, or a ``hub_url`` that is not
+        http(s).
     """
 
     def __init__(
@@ -92,17 +116,17 @@ class NubladoClient:
         timeout: datetime.timedelta = datetime.timedelta(seconds=30),
         verify: Union[bool, str] = True,
         retry: Optional[RetryPolicy] = None,
+        proxies: Optional[Mapping[str, str]] = None,
     ) -> None:
         if not username or not isinstance(username, str):
             raise NubladoUsageError("A username is required")
-        if not token or not isinstance(token, str):
-            raise NubladoUsageError("A token is required", username)
-        if not isinstance(timeout, datetime.timedelta) or timeout.total_seconds() <= 0:
-            raise NubladoUsageError("timeout must be a positive datetime.timedelta", username)
-        if hub_url is not None and not hub_url.startswith(("http://", "https://")):
-            raise NubladoUsageError("hub_url must be an http(s) URL", username)
+        check_token(token, username)
+        check_duration(timeout, "timeout", username)
+        if hub_url is not None:
+            check_http_url(hub_url, "hub_url", username)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise NubladoUsageError("retry must be a RetryPolicy", username)
+        check_proxies(proxies, username)
         self.username = username
         self._logger = (logger or default_logger()).bind(user=username)
         self._hub_url = hub_url.rstrip("/") + "/" if hub_url else None
@@ -116,6 +140,7 @@ class NubladoClient:
             verify=verify,
             logger=self._logger,
             retry=retry,
+            proxies=proxies,
         )
 
     def __repr__(self) -> str:
@@ -189,14 +214,29 @@ class NubladoClient:
         Raises
         ------
         NubladoWebError
-            The hub refused the token or failed.
+            The hub refused the token or failed, or the URL is not a hub's
+            (it has no ``hub/home`` page).
         NubladoRedirectError
             The login redirected outside the hub or looped.
         NubladoDiscoveryError
             The hub URL had to come from service discovery, which failed.
         """
         self._http.reset()
-        self._http.fetch("GET", self._home, navigate=True, ok=(200,))
+        try:
+            self._http.fetch("GET", self._home, navigate=True, ok=(200,))
+        except NubladoWebError as e:
+            if e.status != 404:
+                raise
+            # Every JupyterHub has this page: the URL is not a hub's (a
+            # lab's, a plain Jupyter server's, or a wrong path).
+            raise NubladoWebError(
+                f"{self.hub_url} does not look like a JupyterHub: GET hub/home answered 404",
+                self.username,
+                body=e.body,
+                method=e.method,
+                status=e.status,
+                url=e.url,
+            ) from None
         if "hub" not in self._http.xsrf:
             self._logger.debug("Hub login set no XSRF cookie")
         self._logger.debug("Logged in to the hub")
@@ -241,6 +281,11 @@ class NubladoClient:
     def spawn_lab(self, config: NubladoImage) -> None:
         """Ask the hub to start the user's lab; does not wait for it.
 
+        The form is never sent twice blindly: when its answer is lost (a
+        connection reset, a 502, 503 or 504 from a proxy or ingress), the
+        hub's record of the lab says whether the spawn was accepted, and the
+        form is sent again only if it was not, as the retry policy allows.
+
         Parameters
         ----------
         config
@@ -252,14 +297,46 @@ class NubladoClient:
             ``config`` is not an image choice.
         NubladoSpawnError
             The spawn failed at once (the hub answered the form with a
-            server error).
+            server error other than 502, 503 or 504).
         NubladoWebError
-            The hub refused or failed.
+            The hub refused or failed, or stayed unreachable or unavailable
+            (502, 503, 504) for as long as the retry policy allows.
         NubladoRedirectError
             The hub redirected outside the URL space.
         """
         if not isinstance(config, NubladoImage):
             raise NubladoUsageError("spawn_lab takes a NubladoImage", self.username)
+        policy = self._http.retry
+        deadline = Deadline(datetime.timedelta(seconds=policy.request_deadline(self._http.timeout)))
+        retries = 0
+        error = _transient_failure(lambda: self._post_spawn_form(config))
+        while error is not None:
+            retries += 1
+            pause = policy.pause(retries)
+            remaining = deadline.remaining()
+            if retries > policy.retries or (remaining is not None and pause >= remaining):
+                raise error
+            self._logger.info(
+                "Spawn form failed, checking the lab before sending it again",
+                error=str(error).splitlines()[0],
+                retry=retries,
+                pause=round(pause, 3),
+            )
+            time.sleep(pause)
+            # The hub may have started the spawn before its answer was lost.
+            try:
+                stopped = self.is_lab_stopped()
+            except NubladoWebError as e:
+                if not is_transient(e):
+                    raise
+                error = e
+                continue
+            if not stopped:
+                self._logger.info("The hub accepted the spawn despite the failed answer")
+                return
+            error = _transient_failure(lambda: self._post_spawn_form(config))
+
+    def _post_spawn_form(self, config: NubladoImage) -> None:
         spawn = self._hub("hub/spawn")
         self._http.fetch("GET", spawn, navigate=True, ok=(200,))
         form = config.to_spawn_form()
@@ -274,7 +351,8 @@ class NubladoClient:
         except NubladoWebError as e:
             # A spawn that fails within about a second fails the form POST
             # itself with a 5xx: that is a spawn failure, not a web fault.
-            if e.status is None or e.status < 500:
+            # 502-504 come from a proxy or ingress in front of the hub.
+            if e.status is None or e.status < 500 or e.status in RETRY_STATUSES:
                 raise
             raise NubladoSpawnError(
                 f"Spawn failed: the hub answered status {e.status}",
@@ -288,7 +366,10 @@ class NubladoClient:
         """Yield the spawn's progress events as the hub sends them.
 
         The generator ends after the event that says the lab is ready or
-        that the spawn failed, or when the hub closes the stream.
+        that the spawn failed, or when the hub closes the stream. A stream
+        that breaks (the hub or its proxy restarted) is opened again, as
+        the retry policy allows; events the hub sends again are not
+        repeated.
 
         Yields
         ------
@@ -297,14 +378,70 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoSpawnError
+            The stream broke and the hub no longer has the spawn (a hub
+            restart stops the spawns it ran).
         NubladoWebError
-            The hub refused or failed, or the stream broke.
+            The hub refused or failed, or the stream broke and could not be
+            opened again.
         NubladoProtocolError
             The answer is not an event stream, or an event is malformed.
         """
-        yield from self._progress(Deadline(None))
+        try:
+            yield from self._progress(Deadline(None))
+        except _SpawnGoneError as e:
+            raise NubladoSpawnError(str(e), [], self.username) from None
 
     def _progress(self, deadline: Deadline) -> Iterator[SpawnProgressMessage]:
+        # Each stream replays the spawn's events from its start (Nublado's
+        # and the test hub's do); on a reopened stream those already
+        # yielded are recognised by their order and content, and skipped.
+        seen: List[Tuple[int, str]] = []
+        policy = self._http.retry
+        failures = 0
+        reopened = False
+        while True:
+            skipping, index = reopened, 0
+            try:
+                for message in self._stream(deadline, reopened):
+                    key = (message.progress, message.message)
+                    if skipping and index < len(seen) and seen[index] == key:
+                        index += 1
+                        continue
+                    skipping, failures = False, 0
+                    seen.append(key)
+                    yield message
+                    if message.ready or message.failed:
+                        return
+            except NubladoWebError as e:
+                if not is_transient(e) or policy.retries == 0:
+                    raise
+                error = e
+            else:
+                # The hub closed the stream: its choice, not a break.
+                return
+            # The stream broke: the hub or a proxy in front of it restarted
+            # or dropped it. Carry on until the deadline, or, without one,
+            # as many times in a row as the policy retries.
+            failures += 1
+            pause = policy.pause(failures)
+            remaining = deadline.remaining()
+            if remaining is None and failures > policy.retries:
+                raise error
+            if remaining is not None and pause >= remaining:
+                raise NubladoTimeoutError(
+                    "Timed out waiting for spawn progress", self.username
+                ) from None
+            self._logger.info(
+                "Spawn progress stream broke, opening it again",
+                error=str(error).splitlines()[0],
+                retry=failures,
+                pause=round(pause, 3),
+            )
+            time.sleep(pause)
+            reopened = True
+
+    def _stream(self, deadline: Deadline, reopened: bool) -> Iterator[SpawnProgressMessage]:
         url = self._hub(f"hub/api/users/{self.username}/server/progress")
         try:
             response = self._http.fetch(
@@ -315,11 +452,20 @@ class NubladoClient:
                 ok=(200,),
                 stream=True,
                 timeout=deadline.bound(self._http.timeout),
+                deadline=deadline.remaining(),
             )
-        except NubladoWebError:
+        except NubladoWebError as e:
             if deadline.expired():
                 raise NubladoTimeoutError(
                     "Timed out waiting for spawn progress", self.username
+                ) from None
+            if reopened and e.status == 400:
+                # The hub answers 400 when the lab is neither starting nor
+                # running nor failed: it forgot the spawn, as a restarted
+                # hub does.
+                raise _SpawnGoneError(
+                    "The spawn ended without a result: the hub restarted or"
+                    " stopped the lab while it was starting"
                 ) from None
             raise
         with response:
@@ -337,8 +483,6 @@ class NubladoClient:
                         "Spawn progress", progress=message.progress, message=message.message
                     )
                     yield message
-                    if message.ready or message.failed:
-                        return
 
     def _chunks(self, response: requests.Response, deadline: Deadline) -> Iterator[bytes]:
         raw = response.raw
@@ -383,17 +527,27 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoUsageError
+            ``timeout`` is neither `None` nor a positive `datetime.timedelta`.
         NubladoSpawnTimeoutError
             The timeout passed (a `NubladoSpawnError` and a
             `NubladoTimeoutError`); ``log`` has every progress message.
         NubladoSpawnError
             The spawn failed or the stream ended without the lab being
-            ready; ``log`` has every progress message.
+            ready, or the hub restarted and forgot the spawn; ``log`` has
+            every progress message.
         NubladoWebError
             The hub refused or failed.
         NubladoProtocolError
             The progress stream is malformed.
+
+        Notes
+        -----
+        A progress stream that breaks (the hub or a proxy restarted) is
+        opened again until the timeout, or, without one, as many times in
+        a row as the retry policy allows.
         """
+        check_duration(timeout, "timeout", self.username, optional=True)
         deadline = Deadline(timeout)
         started_at = datetime.datetime.now(tz=datetime.timezone.utc)
         log: List[str] = []
@@ -406,6 +560,8 @@ class NubladoClient:
                     on_progress(message)
                 if message.ready:
                     return
+        except _SpawnGoneError as e:
+            raise NubladoSpawnError(str(e), log, self.username, started_at=started_at) from None
         except NubladoTimeoutError:
             assert timeout is not None
             raise NubladoSpawnTimeoutError(
@@ -450,11 +606,14 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoUsageError
+            ``timeout`` is not a positive `datetime.timedelta`.
         NubladoTimeoutError
             The lab was still there when the timeout passed.
         NubladoWebError
             The hub refused or failed.
         """
+        check_duration(timeout, "timeout", self.username)
         deadline = Deadline(timeout)
         while not self.is_lab_stopped():
             if deadline.expired():
@@ -523,12 +682,16 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoUsageError
+            ``read_timeout`` is neither `None` nor a positive
+            `datetime.timedelta`.
         NubladoWebError
             The request failed or timed out, or the lab refused it (for
             example a lab without the extension answers 404).
         NubladoProtocolError
             The answer is malformed.
         """
+        check_duration(read_timeout, "read_timeout", self.username, optional=True)
         timeout = read_timeout or _NOTEBOOK_READ_TIMEOUT
         api = self._lab_api()
         answer = api.execute_notebook(
@@ -582,6 +745,12 @@ class NubladoClient:
         -------
         JupyterLabSessionManager
             Context manager yielding the `JupyterLabSession`.
+
+        Raises
+        ------
+        NubladoUsageError
+            ``max_websocket_size`` is under 64 KiB, or
+            ``websocket_open_timeout`` is not a positive `datetime.timedelta`.
         """
         return JupyterLabSessionManager(
             username=self.username,
@@ -593,6 +762,21 @@ class NubladoClient:
             logger=self._logger,
             **session_options,
         )
+
+
+class _SpawnGoneError(Exception):
+    """The hub no longer has the spawn whose progress was being read."""
+
+
+def _transient_failure(call: Callable[[], None]) -> Optional[NubladoWebError]:
+    """Run ``call``; return its failure if it may pass, raise any other."""
+    try:
+        call()
+    except NubladoWebError as e:
+        if not is_transient(e):
+            raise
+        return e
+    return None
 
 
 def _notebook_result(answer: Dict[str, Any], user: str) -> NotebookExecutionResult:

@@ -49,6 +49,8 @@ class ExecutionCollector:
         self.code = code
         self.kernel_died = False
         self.rate_limited = False
+        # The server's first notice, whole, for the warning.
+        self.rate_limit_notice = ""
         # Set by the session: how often the WebSocket was reopened during
         # the request, and whether that may have cost output.
         self.reconnects = 0
@@ -140,6 +142,7 @@ class ExecutionCollector:
         if name == "stderr":
             if text.startswith(_RATE_LIMIT_NOTICES):
                 self.rate_limited = True
+                self.rate_limit_notice = self.rate_limit_notice or text
             self._stderr.append(text)
         else:
             name = "stdout"

@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Optional, Union
 
+from ._arguments import check_duration
 from ._deadline import Deadline
 from ._exceptions import (
     NubladoError,
@@ -25,6 +26,7 @@ from ._execution import ExecutionCollector, OutputCallback
 from ._logging import Logger, debug_enabled, default_logger
 from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
+from ._reasons import one_line
 from ._reconnect import Continuity, ReconnectPolicy
 from ._transport import KernelSocket
 
@@ -47,14 +49,8 @@ Opener = Callable[[Optional[float]], "websocket.WebSocket"]
 
 
 def _seconds(value: Optional[datetime.timedelta], name: str) -> Optional[float]:
-    if value is None:
-        return None
-    if not isinstance(value, datetime.timedelta):
-        raise NubladoUsageError(f"{name} must be a datetime.timedelta, not {type(value).__name__}")
-    seconds = value.total_seconds()
-    if seconds <= 0:
-        raise NubladoUsageError(f"{name} must be positive, not {value}")
-    return seconds
+    checked = check_duration(value, name, optional=True)
+    return None if checked is None else checked.total_seconds()
 
 
 class JupyterLabSession:
@@ -151,6 +147,7 @@ class JupyterLabSession:
         # different one later means the server restarted the kernel.
         self._kernel_process: Optional[str] = None
         self._closed_because: Optional[str] = None
+        self._aborted = False
         self._in_use = threading.Lock()
 
     def __repr__(self) -> str:
@@ -226,7 +223,8 @@ class JupyterLabSession:
             The server sent a frame that could not be decoded; the session
             is closed.
         NubladoSessionClosedError
-            The session was already closed.
+            The session was already closed, or `abort` was called while
+            the code ran.
         NubladoUsageError
             Invalid arguments, or another thread is using the session.
         """
@@ -309,7 +307,8 @@ class JupyterLabSession:
             The server sent a frame that could not be decoded; the session
             is closed.
         NubladoSessionClosedError
-            The session was already closed.
+            The session was already closed, or `abort` was called while
+            the code ran.
         NubladoUsageError
             Invalid arguments, or another thread is using the session.
         """
@@ -396,6 +395,26 @@ class JupyterLabSession:
         self._check_open()
         self._send_interrupt()
 
+    def abort(self) -> None:
+        """Stop this session from another thread: interrupt the kernel and cut the connection.
+
+        Made for a thread that supervises others (the batch runner on
+        Ctrl-C): a call running in another thread ends at once with
+        `NubladoSessionClosedError`, whatever the kernel does, and every
+        later call raises it too. The caller that owns the session still
+        closes it (its session manager deletes it, which shuts the kernel
+        down). Never raises; safe to call more than once.
+        """
+        if self._aborted:
+            return
+        self._aborted = True
+        if self._socket.connected:
+            try:
+                self._send_interrupt(_ABANDON_SEND_TIMEOUT)
+            except NubladoError:
+                self._logger.debug("Could not interrupt the kernel", exc_info=True)
+        self._socket.cut()
+
     def wait_until_ready(self, timeout: datetime.timedelta) -> None:
         """Wait until the kernel answers requests.
 
@@ -461,13 +480,15 @@ class JupyterLabSession:
         every attempt failed or the deadline left no time for another.
         """
         policy, opener = self._reconnect_policy, self._opener
-        if policy is None or opener is None or not self._socket.dropped:
+        if policy is None or opener is None or not self._socket.dropped or self._aborted:
             raise cause
         # The old socket is broken: close it without waiting for an answer.
         self._socket.close(0.0)
         last: Optional[NubladoError] = None
         attempts = 0
         for attempt in range(1, policy.max_attempts + 1):
+            if self._aborted:
+                raise cause
             pause = policy.delay(attempt)
             remaining = deadline.remaining()
             if remaining is not None and remaining <= pause:
@@ -490,6 +511,10 @@ class JupyterLabSession:
                 self._logger.info("Reconnect attempt failed", attempt=attempt, error=e.message)
                 continue
             self._socket = self._wrap(ws)
+            if self._aborted:
+                # abort() ran while this connection was being made.
+                self._socket.cut()
+                raise cause
             self._reconnects += 1
             self._logger.info("Reconnected kernel WebSocket", attempt=attempt)
             return
@@ -560,6 +585,8 @@ class JupyterLabSession:
             )
 
     def _check_open(self) -> None:
+        if self._aborted:
+            self._close("aborted")
         if self._closed_because is not None:
             raise NubladoSessionClosedError(
                 f"The session is closed ({self._closed_because}); open a new one",
@@ -623,6 +650,11 @@ class JupyterLabSession:
             e.context, e.started_at = context or e.context, started_at
             raise
         except (NubladoTimeoutError, NubladoWebSocketError) as e:
+            if self._aborted:
+                self._close("aborted")
+                raise NubladoSessionClosedError(
+                    "The session was aborted while running the code", self.username
+                ) from e
             # A connection that could not be opened again is reported as
             # such, even when the deadline ended the attempts.
             if deadline.expired() and not self._gave_up:
@@ -640,8 +672,10 @@ class JupyterLabSession:
             raise
         result = collector.result()
         if collector.rate_limited:
-            self._logger.warning("Lab IOPub rate limit dropped output", notice=result.stderr[-200:])
-
+            self._logger.warning(
+                "Lab IOPub rate limit dropped output",
+                notice=one_line(collector.rate_limit_notice, 500),
+            )
         if raise_on_error and result.status != "ok":
             raise NubladoExecutionError(
                 self.username,

@@ -6,8 +6,9 @@ import datetime
 import time
 import uuid
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, List, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Type, Union
 
+from ._arguments import check_duration, check_http_url, check_message_size, check_token
 from ._deadline import Deadline
 from ._exceptions import (
     NubladoError,
@@ -16,10 +17,11 @@ from ._exceptions import (
     NubladoWebError,
     NubladoWebSocketError,
 )
-from ._http import HTTPSession
+from ._http import HTTPSession, check_proxies
 from ._interrupts import deferred_interrupts
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
+from ._reasons import one_line
 from ._redact import redact_url
 from ._retry import RetryPolicy
 from ._wire import V1_SUBPROTOCOL
@@ -76,6 +78,12 @@ class JupyterLabSessionManager:
         Further keyword arguments for `JupyterLabSession`
         (``keepalive_interval``, ``heartbeat_interval``,
         ``heartbeat_timeout``).
+
+    Raises
+    ------
+    NubladoUsageError
+        ``max_websocket_size`` is not an int of at least 64 KiB, or
+        ``websocket_open_timeout`` is not a positive `datetime.timedelta`.
     """
 
     def __init__(
@@ -91,6 +99,8 @@ class JupyterLabSessionManager:
         close_http: bool = False,
         **session_options: Any,
     ) -> None:
+        check_message_size(max_websocket_size, "max_websocket_size", username)
+        check_duration(websocket_open_timeout, "websocket_open_timeout", username)
         self.username = username
         self._close_http = close_http
         self._api = api
@@ -200,10 +210,13 @@ class JupyterLabSessionManager:
         """
         try:
             self._cleanup()
-        except NubladoError:
+        except NubladoError as e:
             if exc is None:
                 raise
-            self._logger.warning("Could not delete lab session", exc_info=True)
+            # One line: the failure in flight is the news. The traceback is
+            # for debugging only.
+            self._logger.warning("Could not delete lab session", error=one_line(str(e)))
+            self._logger.debug("Session delete failure", exc_info=True)
 
     def _reopen(self, timeout: Optional[float]) -> websocket.WebSocket:
         # For the session's reconnects: the same kernel, the same client id,
@@ -266,6 +279,8 @@ class JupyterLabSessionManager:
                 # Python and costs about a second per 5 MB.
                 skip_utf8_validation=True,
                 sslopt=self._api.http.websocket_sslopt(),
+                # The forward proxy the HTTP requests use, if any.
+                **self._api.http.websocket_proxy_options(url),
             )
         except websocket.WebSocketTimeoutException as e:
             raise NubladoTimeoutError(
@@ -359,6 +374,7 @@ def open_lab_session(
     verify: Union[bool, str] = True,
     logger: Optional[Logger] = None,
     retry: Optional[RetryPolicy] = None,
+    proxies: Optional[Mapping[str, str]] = None,
     **session_options: Any,
 ) -> JupyterLabSessionManager:
     """Open a kernel session on any Jupyter server, without a hub.
@@ -395,6 +411,13 @@ def open_lab_session(
     retry
         How requests that failed for a passing reason are tried again;
         `RetryPolicy` ``()`` by default, `RetryPolicy.off` to fail at once.
+    proxies
+        Forward proxies for HTTP and the WebSocket alike, by URL scheme
+        (``{"https": "http://proxy:3128"}``, ``http``, ``all``), with an
+        optional ``no_proxy`` entry (comma-separated hosts); they replace
+        the environment's ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY``,
+        and ``{}`` means no proxy at all. `None` (the default) uses the
+        environment's.
     **session_options
         Passed to `JupyterLabSession` (``keepalive_interval``,
         ``heartbeat_interval``, ``heartbeat_timeout``).
@@ -407,12 +430,19 @@ def open_lab_session(
     Raises
     ------
     NubladoUsageError
-        The URL is not http or https, or ``retry`` is not a `RetryPolicy`.
+        An argument is invalid: a URL that is not http(s), a token too short
+        to be real (under 8 characters) or holding white space, a timeout
+        that is not a positive `datetime.timedelta`, a
+        ``max_websocket_size`` under 64 KiB, a ``retry`` that is not a
+        `RetryPolicy`, or ``proxies`` that are not a mapping of strings to
+        proxy URLs.
     """
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise NubladoUsageError(f"Not an http(s) URL: {redact_url(str(url))}")
+    check_http_url(url, "url", username)
+    check_token(token, username)
+    check_duration(timeout, "timeout", username)
     if retry is not None and not isinstance(retry, RetryPolicy):
-        raise NubladoUsageError("retry must be a RetryPolicy")
+        raise NubladoUsageError("retry must be a RetryPolicy", username)
+    check_proxies(proxies, username)
     name = username or "jupyter"
     logger = logger or default_logger()
     http = HTTPSession(
@@ -422,6 +452,7 @@ def open_lab_session(
         verify=verify,
         logger=logger,
         retry=retry,
+        proxies=proxies,
     )
     return JupyterLabSessionManager(
         username=name,

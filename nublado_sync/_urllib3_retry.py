@@ -21,6 +21,7 @@ from urllib3.exceptions import InvalidHeader, MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
+from ._reasons import transport_failure
 from ._redact import redact_url
 from ._retry import RETRY_STATUSES, RetryPolicy
 
@@ -175,7 +176,7 @@ class PolicyRetry(Retry):
                 reason=(
                     f"status {response.status}"
                     if response is not None
-                    else f"{type(error).__name__}: {error}"[:300]
+                    else transport_failure(reason, redact_url(where + (url or "")))
                 ),
                 retry=len(retry.history),
                 pause=round(pause, 3),
