@@ -511,7 +511,7 @@ class JupyterLabSession:
                 self._logger.info("Reconnect attempt failed", attempt=attempt, error=e.message)
                 continue
             self._socket = self._wrap(ws)
-            if self._aborted:
+            if self._was_aborted():
                 # abort() ran while this connection was being made.
                 self._socket.cut()
                 raise cause
@@ -525,6 +525,10 @@ class JupyterLabSession:
             self.username,
             code=cause.code,
         ) from cause
+
+    def _was_aborted(self) -> bool:
+        # A method, not the attribute: abort() sets it from another thread.
+        return self._aborted
 
     def _send_request(self, request: KernelMessage, deadline: Deadline) -> None:
         """Send a request, reconnecting first if the socket dropped.
