@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     )
     from ._notebooks._plan import NotebookCell, NotebookHooks
     from ._notebooks._runner import execute_notebook
+    from ._reconnect import ReconnectPolicy
     from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
@@ -90,6 +91,7 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "ReconnectPolicy",
     "RetryPolicy",
     "SpawnProgressMessage",
     "__version__",
@@ -140,6 +142,7 @@ _EXPORTS = {
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "ReconnectPolicy": "_reconnect",
     "RetryPolicy": "_retry",
     "SpawnProgressMessage": "_models",
     "execute_notebook": "_notebooks._runner",
