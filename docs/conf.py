@@ -70,6 +70,8 @@ nitpick_ignore = [
     ("py:obj", "datetime.timedelta"),
     ("py:obj", "exec"),
     ("py:obj", "socket.getaddrinfo"),
+    ("py:obj", "os.environ"),
+    ("py:class", "os.PathLike"),
     ("py:obj", "socket.gethostbyname"),
     # websocket-client.
     ("py:class", "websocket.WebSocket"),

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ._client import NubladoClient
     from ._discovery import DiscoveryClient
     from ._exceptions import (
+        NubladoCancelledError,
         NubladoDiscoveryError,
         NubladoError,
         NubladoExecutionError,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         NubladoRedirectError,
         NubladoSessionClosedError,
         NubladoSpawnError,
+        NubladoSpawnFormError,
         NubladoSpawnTimeoutError,
         NubladoTimeoutError,
         NubladoUsageError,
@@ -45,8 +47,17 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._reports import (
+        SentryEventInfo,
+        SlackCodeBlock,
+        SlackMessage,
+        SlackTextBlock,
+        SlackTextField,
+        sentry_before_send,
+    )
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
+    from ._token import find_token
 
 __version__ = "0.1.0"
 
@@ -58,6 +69,7 @@ __all__ = [
     "JupyterLabSessionManager",
     "NotebookExecutionError",
     "NotebookExecutionResult",
+    "NubladoCancelledError",
     "NubladoDiscoveryError",
     "NubladoError",
     "NubladoExecutionError",
@@ -75,14 +87,22 @@ __all__ = [
     "NubladoRedirectError",
     "NubladoSessionClosedError",
     "NubladoSpawnError",
+    "NubladoSpawnFormError",
     "NubladoSpawnTimeoutError",
     "NubladoTimeoutError",
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "SentryEventInfo",
+    "SlackCodeBlock",
+    "SlackMessage",
+    "SlackTextBlock",
+    "SlackTextField",
     "SpawnProgressMessage",
     "__version__",
+    "find_token",
     "open_lab_session",
+    "sentry_before_send",
 ]
 
 # Where each public name lives. Names are imported on first use so that
@@ -97,6 +117,7 @@ _EXPORTS = {
     "JupyterLabSessionManager": "_session_manager",
     "NotebookExecutionError": "_models",
     "NotebookExecutionResult": "_models",
+    "NubladoCancelledError": "_exceptions",
     "NubladoClient": "_client",
     "NubladoDiscoveryError": "_exceptions",
     "NubladoError": "_exceptions",
@@ -114,13 +135,21 @@ _EXPORTS = {
     "NubladoRedirectError": "_exceptions",
     "NubladoSessionClosedError": "_exceptions",
     "NubladoSpawnError": "_exceptions",
+    "NubladoSpawnFormError": "_exceptions",
     "NubladoSpawnTimeoutError": "_exceptions",
     "NubladoTimeoutError": "_exceptions",
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "SentryEventInfo": "_reports",
+    "SlackCodeBlock": "_reports",
+    "SlackMessage": "_reports",
+    "SlackTextBlock": "_reports",
+    "SlackTextField": "_reports",
     "SpawnProgressMessage": "_models",
+    "find_token": "_token",
     "open_lab_session": "_session_manager",
+    "sentry_before_send": "_reports",
 }
 
 __getattr__, __dir__ = _lazy.attach(__name__, _EXPORTS)

@@ -13,6 +13,7 @@ from ._exceptions import (
     NubladoError,
     NubladoProtocolError,
     NubladoSpawnError,
+    NubladoSpawnFormError,
     NubladoSpawnTimeoutError,
     NubladoTimeoutError,
     NubladoUsageError,
@@ -23,6 +24,7 @@ from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._models import NotebookExecutionError, NotebookExecutionResult, SpawnProgressMessage
+from ._pages import error_text
 from ._session_manager import JupyterLabSessionManager
 from ._sse import SSEParser, parse_progress_event
 
@@ -34,6 +36,8 @@ __all__ = ["NubladoClient"]
 _EVENT_STREAM = "text/event-stream"
 # The execution extension answers only when the whole notebook has run.
 _NOTEBOOK_READ_TIMEOUT = datetime.timedelta(hours=1)
+# How long a failed spawn form waits for the hub's reason in the progress stream.
+_FAILED_SPAWN_REASON = datetime.timedelta(seconds=5)
 # How often wait_for_lab_stopped looks at the hub's record of the lab.
 _STOP_POLL = 0.5
 
@@ -159,8 +163,9 @@ class NubladoClient:
     def lab_url(self) -> str:
         """Base URL of the user's lab (``.../user/<name>/``).
 
-        With per-user subdomains the lab host is known only after
-        `auth_to_lab`.
+        With per-user subdomains the lab host is known only after the lab
+        login (`auth_to_lab`, or the first lab call); before, this is the
+        hub's host.
 
         Raises
         ------
@@ -241,9 +246,10 @@ class NubladoClient:
         ------
         NubladoUsageError
             ``config`` is not an image choice.
-        NubladoSpawnError
-            The spawn failed at once (the hub answered the form with a
-            server error).
+        NubladoSpawnFormError
+            The spawn failed at once: the hub answered the form with a
+            server error. Both a `NubladoSpawnError` and a
+            `NubladoWebError`; the message gives the hub's reason.
         NubladoWebError
             The hub refused or failed.
         NubladoRedirectError
@@ -258,22 +264,49 @@ class NubladoClient:
             form["_xsrf"] = self._http.xsrf["hub"]
         # Not followed: the answer points at the progress page, or straight
         # at the lab when it started fast, and either means it was accepted.
-        try:
-            response = self._http.fetch(
-                "POST", spawn, data=form, referer=spawn, follow=False, ok=(200, 302, 303)
-            )
-        except NubladoWebError as e:
-            # A spawn that fails within about a second fails the form POST
-            # itself with a 5xx: that is a spawn failure, not a web fault.
-            if e.status is None or e.status < 500:
-                raise
-            raise NubladoSpawnError(
-                f"Spawn failed: the hub answered status {e.status}",
-                [e.body] if e.body else [],
-                self.username,
-            ) from e
+        started_at = datetime.datetime.now(tz=datetime.timezone.utc)
+        response = self._http.fetch(
+            "POST", spawn, data=form, referer=spawn, follow=False, ok=range(100, 600)
+        )
+        if response.status_code >= 500:
+            raise self._spawn_form_error(response, spawn, started_at)
+        if response.status_code not in (200, 302, 303):
+            raise self._http.status_error(response, started_at)
         response.close()
         self._logger.info("Requested lab spawn", form=config.to_spawn_form())
+
+    def _spawn_form_error(
+        self, response: requests.Response, spawn: str, started_at: datetime.datetime
+    ) -> NubladoSpawnFormError:
+        # A spawn that fails within about a second fails the form POST
+        # itself: a spawn failure and a web fault at once. The page says
+        # only "Unhandled error starting server"; the reason is in the
+        # progress stream's failed event, read briefly here.
+        url = response.url or spawn
+        page = self._http.redact(response.text)
+        head = f"the hub answered POST {url} with status {response.status_code}"
+        log: List[str] = []
+        try:
+            for message in self._progress(Deadline(_FAILED_SPAWN_REASON)):
+                log.append(message.message)
+        except NubladoError as e:
+            self._logger.debug("No spawn progress after a failed spawn form", error=str(e))
+        if log and log[-1]:
+            summary = f"{log[-1]} ({head})"
+        else:
+            reason = error_text(page)
+            log = [reason] if reason else []
+            summary = f"Spawn failed: {head}" + (f": {reason}" if reason else "")
+        return NubladoSpawnFormError(
+            summary,
+            log,
+            self.username,
+            body=page,
+            method="POST",
+            started_at=started_at,
+            status=response.status_code,
+            url=url,
+        )
 
     def watch_spawn_progress(self) -> Iterator[SpawnProgressMessage]:
         """Yield the spawn's progress events as the hub sends them.
@@ -321,11 +354,19 @@ class NubladoClient:
                     self.username,
                 )
             parser = SSEParser()
+            started = time.monotonic()
             for chunk in self._chunks(response, deadline):
                 for data in parser.feed(chunk):
                     message = parse_progress_event(data)
-                    self._logger.debug(
-                        "Spawn progress", progress=message.progress, message=message.message
+                    # Upstream's words, at info level: consumers' logs (and
+                    # their tests) look for them.
+                    elapsed = int(time.monotonic() - started)
+                    status = "complete" if message.ready else "in progress"
+                    self._logger.info(
+                        f"Spawn {status} ({elapsed}s elapsed): {message.message}",
+                        elapsed=elapsed,
+                        status=status,
+                        progress=message.progress,
                     )
                     yield message
                     if message.ready or message.failed:
@@ -460,10 +501,11 @@ class NubladoClient:
     def auth_to_lab(self) -> None:
         """Log in to the user's lab (the OAuth round trip through the hub).
 
-        Lab calls log in again by themselves when they find the login
-        expired (a redirect or a 403), so calling it again is optional. The
-        first call is needed: with per-user subdomains it is how the client
-        learns the lab's host.
+        Lab calls log in by themselves when they find no login or an
+        expired one (a redirect or a 403), and then go to the host the login
+        leads to (the user's own, with per-user subdomains), so calling it
+        is optional, as upstream; calling it first makes the lab's URL known
+        (`lab_url`) before any lab call.
 
         Raises
         ------
@@ -531,8 +573,14 @@ class NubladoClient:
         return _notebook_result(answer, self.username)
 
     def _lab_api(self) -> LabAPI:
+        # The lab URL is read for each request, not fixed here: with per-user
+        # subdomains the first lab call may be what logs in and learns the
+        # lab's host (as upstream allows lab calls without auth_to_lab).
         return LabAPI(
-            self._http, self.lab_url, extra_headers=self._lab_headers, reauth=self.auth_to_lab
+            self._http,
+            lambda: self.lab_url,
+            extra_headers=self._lab_headers,
+            reauth=self.auth_to_lab,
         )
 
     def _lab_headers(self) -> Dict[str, str]:
@@ -552,8 +600,8 @@ class NubladoClient:
     ) -> JupyterLabSessionManager:
         """Return a context manager for a kernel session in the user's lab.
 
-        Log in to the lab with `auth_to_lab` once before. The session is
-        created on entry and always deleted on exit.
+        The session is created on entry and always deleted on exit. The
+        lab login happens on the way when `auth_to_lab` was not called.
 
         Parameters
         ----------

@@ -11,6 +11,7 @@ and the lab's separate XSRF tokens, read from every hop of a redirect chain.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import time
 from collections import Counter
@@ -37,6 +38,10 @@ _MAX_VISITS = 2
 _REDIRECTS = (301, 302, 303, 307, 308)
 # Bytes read from a response body at a time.
 _CHUNK = 65536
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.timezone.utc)
 
 
 def set_read_timeout(response: requests.Response, seconds: float) -> None:
@@ -255,6 +260,8 @@ class HTTPSession:
         import urllib3
 
         read_timeout = self.timeout if timeout is None else timeout
+        # Errors carry when the request began, as upstream's do.
+        started_at = _utcnow()
         try:
             response = self.session.request(
                 method,
@@ -275,22 +282,28 @@ class HTTPSession:
                 stream=True,
             )
             if not stream:
-                self._read_body(response, read_timeout)
+                self._read_body(response, read_timeout, started_at)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # requests wraps most failures; urllib3 and the socket layer
             # raise their own while a body is read.
             text = self.redact(str(e))
             raise NubladoWebError(
-                f"{type(e).__name__}: {text}", self.user, method=method, url=url
+                f"{type(e).__name__}: {text}",
+                self.user,
+                method=method,
+                started_at=started_at,
+                url=url,
             ) from None
         self._logger.debug(
             "HTTP request", method=method, url=redact_url(url), status=response.status_code
         )
         if response.status_code not in ok:
-            raise self.status_error(response)
+            raise self.status_error(response, started_at)
         return response
 
-    def _read_body(self, response: requests.Response, seconds: float) -> None:
+    def _read_body(
+        self, response: requests.Response, seconds: float, started_at: datetime.datetime
+    ) -> None:
         end = time.monotonic() + seconds
         raw = response.raw
         chunks = []
@@ -302,6 +315,7 @@ class HTTPSession:
                     f"ReadTimeout: the body did not end within {seconds:.0f}s",
                     self.user,
                     method=response.request.method,
+                    started_at=started_at,
                     url=response.url,
                 )
             set_read_timeout(response, remaining)
@@ -317,7 +331,9 @@ class HTTPSession:
         response._content_consumed = True  # type: ignore[attr-defined]
         response.close()
 
-    def status_error(self, response: requests.Response) -> NubladoWebError:
+    def status_error(
+        self, response: requests.Response, started_at: Optional[datetime.datetime] = None
+    ) -> NubladoWebError:
         """Build the exception for a response with an unexpected status."""
         import requests
 
@@ -336,6 +352,7 @@ class HTTPSession:
             self.user,
             body=self.redact(body) or None,
             method=method,
+            started_at=started_at,
             status=response.status_code,
             url=url,
         )
@@ -411,10 +428,13 @@ class HTTPSession:
         # once (the OAuth round trip does), not twice.
         visits: Counter[str] = Counter([url])
         hops = 0
+        started_at = _utcnow()
         while True:
             name = space.name_of(url)
             if name is None:
-                raise NubladoRedirectError("Unexpected redirect", url, self.user)
+                raise NubladoRedirectError(
+                    "Unexpected redirect", url, self.user, started_at=started_at
+                )
             hop_headers = {"Sec-Fetch-Mode": "navigate" if navigate else "same-origin"}
             if not navigate and name in self.xsrf:
                 hop_headers["X-XSRFToken"] = self.xsrf[name]
@@ -449,14 +469,14 @@ class HTTPSession:
             hops += 1
             visits[url] += 1
             if hops > _MAX_HOPS or visits[url] > _MAX_VISITS:
-                raise NubladoRedirectError("Redirect loop", url, self.user)
+                raise NubladoRedirectError("Redirect loop", url, self.user, started_at=started_at)
             if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
                 # What a browser does: the answer to a POST is fetched.
                 method, data, json = "GET", None, None
             params = None
             space.learn(url)
         if response.status_code not in ok:
-            raise self.status_error(response)
+            raise self.status_error(response, started_at)
         return response
 
     def _remember_xsrf(self, response: requests.Response, space: URLSpace) -> None:

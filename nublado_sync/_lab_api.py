@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Optional, Tuple, Union
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ._exceptions import NubladoProtocolError, NubladoWebError
@@ -33,7 +33,10 @@ class LabAPI:
     http
         Authenticated HTTP session.
     base_url
-        Base URL of the server, such as ``https://host/user/name/``.
+        Base URL of the server, such as ``https://host/user/name/``, or a
+        function returning it: behind a hub with per-user subdomains the
+        lab's host is learned by the login, which may come after this API
+        is made (a retry after a re-login must go to the learned host).
     extra_headers
         Returns headers to add to each API request; the hub client uses it
         for the lab's XSRF token and ``Sec-Fetch-Mode``.
@@ -46,15 +49,21 @@ class LabAPI:
     def __init__(
         self,
         http: HTTPSession,
-        base_url: str,
+        base_url: Union[str, Callable[[], str]],
         *,
         extra_headers: Callable[[], Dict[str, str]] = _no_headers,
         reauth: Optional[Callable[[], None]] = None,
     ) -> None:
         self.http = http
-        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self._base_url = base_url
         self._extra_headers = extra_headers
         self._reauth = reauth
+
+    @property
+    def base_url(self) -> str:
+        """Base URL of the server, ending in ``/``, as known now."""
+        base = self._base_url() if callable(self._base_url) else self._base_url
+        return base if base.endswith("/") else base + "/"
 
     def relogin(self) -> bool:
         """Log in to the lab again, if this API knows how; tell whether it did."""
