@@ -46,14 +46,14 @@ from .. import _lazy
 
 if TYPE_CHECKING:
     from ._kernel import StdinNotImplementedError
-    from ._mock import (
-        MockJupyter,
+    from ._mock import MockJupyter
+    from ._resolve import loopback_hosts
+    from ._state import (
         MockJupyterAction,
         MockJupyterExecutionParameters,
         MockJupyterLabSession,
         MockJupyterState,
     )
-    from ._resolve import loopback_hosts
 
 __all__ = [
     "MockJupyter",
@@ -71,10 +71,10 @@ __getattr__, __dir__ = _lazy.attach(
     __name__,
     {
         "MockJupyter": "_mock",
-        "MockJupyterAction": "_mock",
-        "MockJupyterExecutionParameters": "_mock",
-        "MockJupyterLabSession": "_mock",
-        "MockJupyterState": "_mock",
+        "MockJupyterAction": "_state",
+        "MockJupyterExecutionParameters": "_state",
+        "MockJupyterLabSession": "_state",
+        "MockJupyterState": "_state",
         "StdinNotImplementedError": "_kernel",
         "loopback_hosts": "_resolve",
     },
