@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from ._deadline import Deadline
 from ._discovery import DiscoveryClient
 from ._exceptions import (
+    NubladoCancelledError,
     NubladoError,
     NubladoProtocolError,
     NubladoSpawnError,
@@ -128,8 +129,31 @@ class NubladoClient:
         self.close()
 
     def close(self) -> None:
-        """Close the client's connections. Labs and sessions are not touched."""
+        """Close the client: end its calls in flight, and its connections.
+
+        Safe from any thread and more than once. A call in flight in
+        another thread ends as with `cancel`; later calls raise
+        `NubladoCancelledError`. Labs are not touched.
+        """
+        self._http.cancellation.cancel("The client was closed (NubladoClient.close)")
         self._http.close()
+
+    def cancel(self) -> None:
+        """Stop every call of this client in flight, from another thread.
+
+        The blocking call (an HTTP request such as `run_notebook`, the
+        spawn's progress stream, `wait_for_lab_stopped`, code running in a
+        session of `lab_session`) raises `NubladoCancelledError` in its own
+        thread at once, after the usual clean-up: a lab session being used
+        or created is deleted, which shuts its kernel down. Every later call
+        raises it too: a cancelled client is finished, like a cancelled
+        task; close it and make a new one to go on. What the lab was asked
+        to do before (a spawn, a notebook run by the lab's extension) is
+        not undone.
+
+        Safe to call from any thread, and more than once.
+        """
+        self._http.cancellation.cancel("The call was cancelled (NubladoClient.cancel)")
 
     # URLs
 
@@ -289,6 +313,8 @@ class NubladoClient:
         try:
             for message in self._progress(Deadline(_FAILED_SPAWN_REASON)):
                 log.append(message.message)
+        except NubladoCancelledError:
+            raise
         except NubladoError as e:
             self._logger.debug("No spawn progress after a failed spawn form", error=str(e))
         if log and log[-1]:
@@ -381,11 +407,14 @@ class NubladoClient:
                 set_read_timeout(response, deadline.bound(self._http.timeout))
                 chunk = raw.read1(65536) if hasattr(raw, "read1") else raw.read(1)
                 if not chunk:
+                    # A cancellation shuts the socket down: an early end.
+                    self._http.cancellation.check()
                     return
                 yield chunk
         except NubladoError:
             raise
         except Exception as e:
+            self._http.cancellation.check()
             if deadline.expired():
                 raise NubladoTimeoutError(
                     "Timed out waiting for spawn progress", self.username
@@ -493,8 +522,10 @@ class NubladoClient:
                 raise NubladoTimeoutError(
                     f"Lab still running after {timeout.total_seconds():.0f}s", self.username
                 )
-            # Polling the hub's record is the only way to learn of the stop.
-            time.sleep(deadline.bound(_STOP_POLL))
+            # Polling the hub's record is the only way to learn of the stop;
+            # a cancellation ends the pause at once.
+            self._http.cancellation.event.wait(deadline.bound(_STOP_POLL))
+            self._http.cancellation.check()
 
     # The lab
 

@@ -441,7 +441,7 @@ class NubladoSpawnError(NubladoError):
 
 
 class NubladoCancelledError(NubladoError):
-    """The call was stopped from another thread, by cancelling its client.
+    """The call was stopped from another thread by `NubladoClient.cancel` or ``close``.
 
     Raised in the thread whose call was in flight, after the usual clean-up
     (the lab session and its kernel deleted), and by every later call of the

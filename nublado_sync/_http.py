@@ -18,6 +18,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Collection, Dict, Mapping, Optional, Union
 from urllib.parse import urljoin, urlsplit
 
+from ._cancel import Cancellation
 from ._exceptions import NubladoRedirectError, NubladoWebError
 from ._logging import Logger
 from ._redact import redact_secrets, redact_url
@@ -163,6 +164,8 @@ class HTTPSession:
         self._logger = logger
         self.space: Optional[URLSpace] = None
         self.xsrf: Dict[str, str] = {}
+        # Stops this session's requests from another thread (NubladoClient.cancel).
+        self.cancellation = Cancellation(user)
 
     def __repr__(self) -> str:
         return f"<HTTPSession user={self.user!r}>"
@@ -262,6 +265,8 @@ class HTTPSession:
         read_timeout = self.timeout if timeout is None else timeout
         # Errors carry when the request began, as upstream's do.
         started_at = _utcnow()
+        self.cancellation.check()
+        self.cancellation.track(self.session.get_adapter(url))
         try:
             response = self.session.request(
                 method,
@@ -283,9 +288,14 @@ class HTTPSession:
             )
             if not stream:
                 self._read_body(response, read_timeout, started_at)
+            # A cancelled read can look like a short body (the socket was
+            # shut down under it): never hand one on as complete.
+            self.cancellation.check()
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # requests wraps most failures; urllib3 and the socket layer
             # raise their own while a body is read.
+            if self.cancellation.blocks():
+                raise self.cancellation.error() from None
             text = self.redact(str(e))
             raise NubladoWebError(
                 f"{type(e).__name__}: {text}",

@@ -166,7 +166,11 @@ class LabAPI:
     def _delete_by_path(self, path: str) -> None:
         # The server may have created the session even though its answer is
         # lost or unusable; our unique path finds it again. Best effort, and
-        # brief: it runs on the way out of a failure.
+        # brief: it runs on the way out of a failure (a cancellation too).
+        with self.http.cancellation.cleanup():
+            self._find_and_delete(path)
+
+    def _find_and_delete(self, path: str) -> None:
         try:
             response = self.http.request(
                 "GET", self.url("api/sessions"), headers=self._extra_headers(), timeout=_CLEANUP

@@ -403,6 +403,11 @@ class JupyterLabSession:
 
     # Internals
 
+    def _abort(self, error: NubladoError) -> None:
+        # From another thread (a cancellation): the call in flight, if any,
+        # raises ``error``; the caller's clean-up closes the session.
+        self._socket.abort(error)
+
     def _claim(self) -> None:
         # Refuse rather than queue: two threads interleaving requests on one
         # kernel would each see the other's state.

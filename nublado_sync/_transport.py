@@ -15,7 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from ._exceptions import NubladoProtocolError, NubladoWebSocketError
+from ._cancel import shutdown_socket
+from ._exceptions import NubladoError, NubladoProtocolError, NubladoWebSocketError
 from ._logging import Logger
 from ._messages import KernelMessage
 from ._wire import V1_SUBPROTOCOL, decode_legacy, encode_legacy, encode_v1, split_v1
@@ -276,6 +277,7 @@ class KernelSocket:
         if not isinstance(getattr(ws, "lock", None), type(threading.Lock())):
             ws.lock = threading.Lock()
         self._stop = threading.Event()
+        self._aborted: Optional[NubladoError] = None
         self._keepalive: Optional[threading.Thread] = None
         if keepalive_interval is not None and keepalive_interval > 0:
             self._keepalive = threading.Thread(
@@ -292,7 +294,21 @@ class KernelSocket:
         return bool(self._ws.connected) and not self._stop.is_set()
 
     def _error(self, message: str, *, code: Optional[int] = None) -> NubladoWebSocketError:
+        if self._aborted is not None:
+            # The failure is the abort's doing: report that instead.
+            raise self._aborted
         return NubladoWebSocketError(message, self._user, code=code)
+
+    def abort(self, error: NubladoError) -> None:
+        """End a read or write in flight from another thread, with ``error``.
+
+        The socket is shut down under the blocked call, which then raises
+        ``error``; so does every later read or write. Closing is left to
+        the owner.
+        """
+        self._aborted = error
+        sock = self._ws.sock
+        shutdown_socket(getattr(sock, "_sock", sock))
 
     def send(self, msg: KernelMessage, timeout: Optional[float]) -> None:
         """Send one message, waiting at most ``timeout`` seconds.

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import datetime
 import json
+import threading
+import time
 import uuid
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 
 from nublado_sync import (
+    NubladoCancelledError,
     NubladoClient,
     NubladoError,
     NubladoImageByClass,
@@ -171,3 +175,93 @@ def test_lab_call_on_a_stopped_lab_is_ours(layout_hub: TestHub) -> None:
         with pytest.raises(NubladoError), client.lab_session():
             pass
         assert client.is_lab_stopped()
+
+
+# Stopping a call from another thread (upstream: cancelling the task)
+
+
+class _Call:
+    """A blocking call in a thread of its own; keeps what it raised."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        self.error: Optional[BaseException] = None
+        self.ended_at = 0.0
+        self._target = target
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._target()
+        except BaseException as e:
+            self.error = e
+        self.ended_at = time.monotonic()
+
+    def join(self, timeout: float) -> Optional[BaseException]:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the cancelled call did not end"
+        return self.error
+
+
+# A cancelled call ends in well under a second; the margin is for slow machines.
+CANCEL_MARGIN = 10.0
+
+
+def test_cancel_code_in_flight(layout_hub: TestHub) -> None:
+    hub = layout_hub
+    client = NubladoClient("alice", hub.tokens["alice"], hub_url=hub.url)
+    client.auth_to_hub()
+    client.spawn_lab(NubladoImageByClass())
+    client.wait_for_spawn(SPAWN_TIMEOUT)
+    started = threading.Event()
+
+    def run() -> None:
+        with client.lab_session() as session:
+            session.execute(
+                "print('started', flush=True)\nimport time\ntime.sleep(600)",
+                on_output=lambda _: started.set(),
+            )
+
+    call = _Call(run)
+    assert started.wait(60)
+    cancelled_at = time.monotonic()
+    client.cancel()
+    error = call.join(60)
+    assert isinstance(error, NubladoCancelledError), repr(error)
+    assert call.ended_at - cancelled_at < CANCEL_MARGIN
+    # The session was deleted on the way out, and its kernel with it.
+    assert hub.lab_sessions("alice") == []
+    kernels = hub.admin_request("GET", hub.lab_url("alice") + "api/kernels").json()
+    assert kernels == []
+    with pytest.raises(NubladoCancelledError):
+        client.is_lab_stopped()
+    client.close()
+
+
+def test_cancel_run_notebook_in_flight(layout_hub: TestHub, tmp_path: Path) -> None:
+    hub = layout_hub
+    marker = tmp_path / "started"
+    notebook = {
+        **NOTEBOOK,
+        "cells": [
+            {
+                **NOTEBOOK["cells"][0],  # type: ignore[index]
+                "source": f"open({str(marker)!r}, 'w').close()\nimport time\ntime.sleep(600)",
+            }
+        ],
+    }
+    with NubladoClient("bob", hub.tokens["bob"], hub_url=hub.url) as client:
+        client.auth_to_hub()
+        client.spawn_lab(NubladoImageByClass())
+        client.wait_for_spawn(SPAWN_TIMEOUT)
+        call = _Call(lambda: client.run_notebook(json.dumps(notebook), kernel_name="lsst"))
+        # The lab runs on this machine: the cell's file says it has started.
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists()
+        cancelled_at = time.monotonic()
+        client.cancel()
+        error = call.join(60)
+        assert isinstance(error, NubladoCancelledError), repr(error)
+        assert call.ended_at - cancelled_at < CANCEL_MARGIN
