@@ -264,7 +264,7 @@ def measure_imports(clients: Dict[str, Client], reps: int) -> Dict[str, Any]:
 
 FULL_IMPORT = (
     "import requests, websocket, nublado_sync._client, nublado_sync._session,"
-    " nublado_sync._notebook"
+    " nublado_sync._notebooks._runner"
 )
 COLDSTART = Path(__file__).resolve().parent / "coldstart"
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._notebooks._runner import execute_notebook
     from ._reports import (
         SentryEventInfo,
         SlackCodeBlock,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
         SlackTextField,
         sentry_before_send,
     )
+    from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
     from ._token import find_token
@@ -93,6 +95,7 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "RetryPolicy",
     "SentryEventInfo",
     "SlackCodeBlock",
     "SlackMessage",
@@ -100,6 +103,7 @@ __all__ = [
     "SlackTextField",
     "SpawnProgressMessage",
     "__version__",
+    "execute_notebook",
     "find_token",
     "open_lab_session",
     "sentry_before_send",
@@ -141,12 +145,14 @@ _EXPORTS = {
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "RetryPolicy": "_retry",
     "SentryEventInfo": "_reports",
     "SlackCodeBlock": "_reports",
     "SlackMessage": "_reports",
     "SlackTextBlock": "_reports",
     "SlackTextField": "_reports",
     "SpawnProgressMessage": "_models",
+    "execute_notebook": "_notebooks._runner",
     "find_token": "_token",
     "open_lab_session": "_session_manager",
     "sentry_before_send": "_reports",

@@ -9,6 +9,7 @@ Exit statuses (also in the docs):
 3    timeout (code, spawn, or stop)
 4    the lab did not spawn
 5    authentication, HTTP or WebSocket failure
+129  hung up (SIGHUP: the terminal closed), cleaned up as for Ctrl-C
 130  interrupted (Ctrl-C); the kernel was interrupted and the session deleted
 143  terminated (SIGTERM), cleaned up as for Ctrl-C
 ===  ==========================================================
@@ -28,7 +29,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, TextIO, Union
 
-from . import __version__
+from . import __version__, _cli_messages
 from ._exceptions import (
     NubladoError,
     NubladoExecutionError,
@@ -48,7 +49,9 @@ from ._images import (
 )
 from ._logging import DeferredLogger, Logger
 from ._models import ExecutionResult, SpawnProgressMessage
+from ._reasons import one_line
 from ._redact import strip_ansi
+from ._retry import RetryPolicy
 from ._session_manager import JupyterLabSessionManager, open_lab_session
 
 if TYPE_CHECKING:
@@ -67,6 +70,7 @@ class ExitCode(IntEnum):
     TIMEOUT = 3
     SPAWN_FAILED = 4
     WEB_ERROR = 5
+    HANGUP = 129
     INTERRUPTED = 130
     TERMINATED = 143
 
@@ -82,11 +86,27 @@ class _UsageError(Exception):
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: interrupt, clean up, exit 143."""
+    """SIGTERM or SIGHUP, handled like Ctrl-C: interrupt, clean up, exit 143 or 129."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
-    raise _Terminated
+    raise _Terminated(signum)
+
+
+# Exit statuses in --help: the same list as the module docstring.
+_EXIT_STATUSES = """exit status:
+  0    success
+  1    the code failed (an exception in a cell, or the kernel died)
+  2    usage error (bad arguments, files, token or user), found before anything starts
+  3    timeout (--timeout, --spawn-timeout, stop's --timeout, or opening the session)
+  4    the lab did not spawn
+  5    connection, authentication, HTTP or WebSocket failure
+  129  hung up (SIGHUP), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM):
+       cleaned up first (kernel interrupted, session deleted, --local server stopped)"""
 
 
 def _seconds(text: str) -> datetime.timedelta:
@@ -109,12 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nublado-sync",
         description="Run Python code and notebooks in a Nublado (JupyterHub) lab.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=(
-            f"Connection settings come from options or the environment: {ENV_HUB_URL} (or"
-            f" REPERTOIRE_BASE_URL for service discovery), {ENV_USER}, and the token from"
-            f" {ENV_TOKEN} or the file named by {ENV_TOKEN_FILE} or --token-file (inside a"
-            " Rubin lab, from where the lab keeps it). The token is never taken from the"
-            " command line, which other users can read."
+            f"Connection settings come from options or the environment: {ENV_HUB_URL} (or\n"
+            f"REPERTOIRE_BASE_URL for service discovery), {ENV_USER}, and the token from\n"
+            f"{ENV_TOKEN} or the file named by {ENV_TOKEN_FILE} or --token-file (inside a\n"
+            "Rubin lab, from where the lab keeps it). The token is never taken from the\n"
+            "command line, which other users can read.\n\n" + _EXIT_STATUSES
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -133,7 +154,23 @@ def _parser() -> argparse.ArgumentParser:
         group.add_argument("--token-file", type=Path, help="file holding the token")
         group.add_argument("--ca-bundle", help="CA bundle to verify the hub's TLS certificate")
         group.add_argument(
-            "--http-timeout", type=_seconds, default=_seconds("30"), help="per request (30)"
+            "--http-timeout",
+            type=_seconds,
+            default=_seconds("30"),
+            metavar="SECONDS",
+            help="timeout of each HTTP request, in seconds (default: 30)",
+        )
+        group.add_argument(
+            "--retries",
+            type=_retries,
+            default=RetryPolicy().retries,
+            help=f"retries of a request that failed for a passing reason; 0: none"
+            f" ({RetryPolicy().retries})",
+        )
+        group.add_argument(
+            "--retry-deadline",
+            type=_seconds,
+            help="seconds one request may take, its retries included (default: --http-timeout)",
         )
 
     def image(sub: argparse.ArgumentParser) -> None:
@@ -146,13 +183,28 @@ def _parser() -> argparse.ArgumentParser:
         )
         choice.add_argument("--image-tag", help="image tag")
         choice.add_argument("--image-reference", help="full image reference")
-        group.add_argument("--size", choices=[s.value for s in NubladoImageSize], default="Large")
+        group.add_argument(
+            "--size",
+            choices=[s.value for s in NubladoImageSize],
+            default="Large",
+            help="lab size (default: Large)",
+        )
         group.add_argument("--debug-image", action="store_true", help="enable lab debugging")
         group.add_argument(
-            "--spawn-timeout", type=_seconds, default=_seconds("600"), help="seconds (600)"
+            "--spawn-timeout",
+            type=_seconds,
+            default=_seconds("600"),
+            metavar="SECONDS",
+            help="how long the lab may take to start, in seconds (default: 600)",
         )
 
-    run = commands.add_parser("run", parents=[common], help="run code, a file or a notebook")
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="run code, a file or a notebook",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_EXIT_STATUSES,
+    )
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("-c", dest="code", help="code to run")
     source.add_argument("file", nargs="?", help="Python file or .ipynb notebook; - for stdin")
@@ -166,8 +218,17 @@ def _parser() -> argparse.ArgumentParser:
         "--server-url",
         help="run in a plain Jupyter server at this URL (no hub), with the same token settings",
     )
-    run.add_argument("--kernel", help="kernel name (default: lsst; local: the server's)")
-    run.add_argument("--timeout", type=_seconds, help="deadline of the code, or of each cell")
+    run.add_argument(
+        "--kernel",
+        help="kernel name (default: lsst on a hub; the server's default kernel with --local"
+        " or --server-url)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="deadline of the code, or of each notebook cell, in seconds (default: none)",
+    )
     stop_group = run.add_mutually_exclusive_group()
     stop_group.add_argument(
         "--stop", action="store_true", help="stop the lab afterwards if this command spawned it"
@@ -189,7 +250,13 @@ def _parser() -> argparse.ArgumentParser:
 
     stop = commands.add_parser("stop", parents=[common], help="stop the lab")
     stop.add_argument("--wait", action="store_true", help="wait until it is gone")
-    stop.add_argument("--timeout", type=_seconds, default=_seconds("300"), help="seconds (300)")
+    stop.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=_seconds("300"),
+        metavar="SECONDS",
+        help="how long --wait waits, in seconds (default: 300)",
+    )
     connection(stop)
 
     status = commands.add_parser("status", parents=[common], help="tell whether the lab is running")
@@ -255,7 +322,22 @@ def _client(args: argparse.Namespace, logger: Logger) -> NubladoClient:
         logger=logger,
         timeout=args.http_timeout,
         verify=_ca_bundle(args),
+        retry=_retry_policy(args),
     )
+
+
+def _retry_policy(args: argparse.Namespace) -> RetryPolicy:
+    return RetryPolicy(retries=args.retries, deadline=args.retry_deadline)
+
+
+def _retries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a whole number, 0 or more: {text!r}")
+    return value
 
 
 def _ca_bundle(args: argparse.Namespace) -> Union[bool, str]:
@@ -331,6 +413,8 @@ class _Runner:
         self.args = args
         self.logger = logger
         self.report: Dict[str, Any] = {}
+        # Whether code reached a kernel: what an interrupt message may claim.
+        self.code_started = False
 
     def _echo(self, output: Dict[str, Any]) -> None:
         if output["output_type"] == "stream":
@@ -349,9 +433,12 @@ class _Runner:
             result = session.execute(text, timeout=self.args.timeout, on_output=on_output)
             self.report.update(_result_json(result))
             return
+        # The runner loads only for notebooks.
+        from ._notebooks._runner import execute_notebook
+
         try:
-            executed = session.execute_notebook(
-                text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
+            executed = execute_notebook(
+                session, text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
             )
         except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
             # The notebook's failure is the news; a failure to save it too
@@ -359,7 +446,7 @@ class _Runner:
             try:
                 self._save(e.notebook)
             except _UsageError as save_error:
-                self.logger.warning("Could not save the notebook", error=str(save_error))
+                self.logger.warning("Could not save the notebook", error=one_line(str(save_error)))
             raise
         self._save(executed)
 
@@ -385,17 +472,43 @@ def _result_json(result: ExecutionResult) -> Dict[str, Any]:
     }
 
 
-def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> None:
+def _check_notebook(args: argparse.Namespace, text: str) -> None:
+    """Refuse a notebook that cannot run, naming its file."""
+    from ._notebooks._format import parse_notebook
+
+    try:
+        parse_notebook(text)
+    except NubladoUsageError as e:
+        raise _UsageError(f"cannot run {args.file}: {e.message}") from None
+
+
+def _check_save_target(args: argparse.Namespace, notebook: Optional[str]) -> None:
+    if args.save_notebook is None:
+        return
+    if notebook is None:
+        raise _UsageError("--save-notebook needs a .ipynb notebook to run")
+    target = args.save_notebook.expanduser().resolve()
+    if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
+        raise _UsageError(f"cannot write the notebook to {target}")
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        raise _UsageError(f"cannot write the notebook into {target.parent}")
+
+
+def _validated_source(args: argparse.Namespace) -> tuple[str, Optional[str]]:
+    """Read and check every input of ``run``: before anything starts.
+
+    A bad notebook or output path found after a lab spawned (or a local
+    server started, or an hour of work) is found too late.
+    """
     text, notebook = _read_source(args)
-    if args.save_notebook is not None:
-        if notebook is None:
-            raise _UsageError("--save-notebook needs a .ipynb notebook to run")
-        target = args.save_notebook.expanduser().resolve()
-        # Checked first: finding out after an hour of work is too late.
-        if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
-            raise _UsageError(f"cannot write the notebook to {target}")
-        if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
-            raise _UsageError(f"cannot write the notebook into {target.parent}")
+    if notebook is not None:
+        _check_notebook(args, text)
+    _check_save_target(args, notebook)
+    return text, notebook
+
+
+def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> None:
+    text, notebook = _validated_source(args)
     if args.local:
         # Only --local needs it; cold runs against a lab skip its imports.
         from ._local import local_jupyter_server
@@ -416,6 +529,7 @@ def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> N
             timeout=args.http_timeout,
             verify=_ca_bundle(args),
             logger=logger,
+            retry=_retry_policy(args),
         )
         _run_in(manager, runner, text, notebook)
         return
@@ -436,13 +550,14 @@ def _stop_quietly(client: NubladoClient, logger: Logger) -> None:
     try:
         client.stop_lab()
     except NubladoError as e:
-        logger.warning("Could not stop the lab", error=strip_ansi(str(e)))
+        logger.warning("Could not stop the lab", error=one_line(str(e)))
 
 
 def _run_in(
     manager: JupyterLabSessionManager, runner: _Runner, text: str, notebook: Optional[str]
 ) -> None:
     with manager as session:
+        runner.code_started = True
         runner.run(session, text, notebook)
 
 
@@ -488,24 +603,47 @@ def _exit_code(exc: BaseException) -> ExitCode:
     return ExitCode.WEB_ERROR
 
 
-def _describe(exc: BaseException, tty: bool) -> str:
-    text = str(exc)
-    return text if tty else strip_ansi(text)
+def _mode(args: argparse.Namespace) -> str:
+    if getattr(args, "local", False):
+        return _cli_messages.LOCAL
+    if getattr(args, "server_url", None):
+        return _cli_messages.SERVER
+    return _cli_messages.HUB
+
+
+def _source_name(args: argparse.Namespace) -> Optional[str]:
+    """Return the code's file as the user named it; `None` for ``-c`` code."""
+    file = getattr(args, "file", None)
+    if not file:
+        return None
+    return "code from standard input" if file == "-" else str(file)
+
+
+def _interrupt_kind(e: KeyboardInterrupt) -> tuple[ExitCode, str, str]:
+    """Exit status, JSON error type and message word for a signal."""
+    if isinstance(e, _Terminated):
+        if e.signum == getattr(signal, "SIGHUP", None):
+            return ExitCode.HANGUP, "HangUp", "hung up"
+        return ExitCode.TERMINATED, "Terminated", "terminated"
+    return ExitCode.INTERRUPTED, "Interrupted", "interrupted"
 
 
 @contextlib.contextmanager
 def _reported(
-    args: argparse.Namespace, logger: Logger, report: Dict[str, Any]
+    args: argparse.Namespace,
+    logger: Logger,
+    report: Dict[str, Any],
+    runner: Optional[_Runner] = None,
 ) -> Iterator[List[ExitCode]]:
     status = [ExitCode.OK]
     try:
         yield status
     except KeyboardInterrupt as e:
-        terminated = isinstance(e, _Terminated)
-        status[0] = ExitCode.TERMINATED if terminated else ExitCode.INTERRUPTED
-        what = "terminated" if terminated else "interrupted"
-        report["error"] = {"type": "Terminated" if terminated else "Interrupted", "message": what}
-        logger.warning(f"{what.capitalize()}; the kernel was interrupted and the session deleted")
+        status[0], kind, what = _interrupt_kind(e)
+        report["error"] = {"type": kind, "message": what}
+        started = runner is not None and runner.code_started
+        local = _mode(args) == _cli_messages.LOCAL
+        logger.warning(_cli_messages.interrupted(what.capitalize(), started, local))
     except (NubladoError, _UsageError) as e:
         status[0] = _exit_code(e)
         kind = "UsageError" if isinstance(e, _UsageError) else type(e).__name__
@@ -520,7 +658,8 @@ def _reported(
                     traceback=[strip_ansi(t) for t in result.traceback],
                 )
         if not getattr(args, "json", False):
-            sys.stderr.write(_describe(e, sys.stderr.isatty()) + "\n")
+            text = _cli_messages.describe(e, _mode(args), sys.stderr.isatty(), _source_name(args))
+            sys.stderr.write(text + "\n")
     report["exit_code"] = int(status[0])
 
 
@@ -539,13 +678,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = _parser().parse_args(argv)
     logger = _logger(args)
-    # Kubernetes deadlines, timeout(1) and kill send SIGTERM: clean up as
-    # for Ctrl-C rather than leave a session (or a --local server) behind.
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    # Kubernetes deadlines, timeout(1) and kill send SIGTERM, a closed
+    # terminal SIGHUP: clean up as for Ctrl-C rather than leave a session
+    # (or a --local server, its kernel and its files) behind.
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_terminated)
     report: Dict[str, Any] = {}
-    with _reported(args, logger, report) as status:
-        if args.command == "run":
-            runner = _Runner(args, logger)
+    runner = _Runner(args, logger) if args.command == "run" else None
+    with _reported(args, logger, report, runner) as status:
+        if runner is not None:
             runner.report = report
             _command_run(args, logger, runner)
         elif args.command == "spawn":

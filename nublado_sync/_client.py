@@ -7,6 +7,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Type, Union
 
+from ._arguments import check_duration, check_http_url, check_token
 from ._deadline import Deadline
 from ._discovery import DiscoveryClient
 from ._exceptions import (
@@ -25,7 +26,8 @@ from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._models import NotebookExecutionError, NotebookExecutionResult, SpawnProgressMessage
-from ._pages import error_text
+from ._reasons import server_message
+from ._retry import RetryPolicy
 from ._session_manager import JupyterLabSessionManager
 from ._sse import SSEParser, parse_progress_event
 
@@ -74,11 +76,18 @@ class NubladoClient:
         certifi's bundle), or the path of a CA bundle for servers with a
         private certificate authority. HTTP and the kernel WebSocket trust
         the same certificates.
+    retry
+        How requests that failed for a passing reason (connection refused
+        or reset, 502, 503, 504) are tried again; `RetryPolicy` ``()`` by
+        default, `RetryPolicy.off` to fail at once.
 
     Raises
     ------
     NubladoUsageError
-        An argument is invalid.
+        An argument is invalid: no username, a token too short to be real
+        (under 8 characters) or holding white space, a ``timeout`` that is
+        not a positive `datetime.timedelta`, or a ``hub_url`` that is not
+        http(s).
     """
 
     def __init__(
@@ -91,15 +100,16 @@ class NubladoClient:
         logger: Optional[Logger] = None,
         timeout: datetime.timedelta = datetime.timedelta(seconds=30),
         verify: Union[bool, str] = True,
+        retry: Optional[RetryPolicy] = None,
     ) -> None:
         if not username or not isinstance(username, str):
             raise NubladoUsageError("A username is required")
-        if not token or not isinstance(token, str):
-            raise NubladoUsageError("A token is required", username)
-        if not isinstance(timeout, datetime.timedelta) or timeout.total_seconds() <= 0:
-            raise NubladoUsageError("timeout must be a positive datetime.timedelta", username)
-        if hub_url is not None and not hub_url.startswith(("http://", "https://")):
-            raise NubladoUsageError("hub_url must be an http(s) URL", username)
+        check_token(token, username)
+        check_duration(timeout, "timeout", username)
+        if hub_url is not None:
+            check_http_url(hub_url, "hub_url", username)
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise NubladoUsageError("retry must be a RetryPolicy", username)
         self.username = username
         self._logger = (logger or default_logger()).bind(user=username)
         self._hub_url = hub_url.rstrip("/") + "/" if hub_url else None
@@ -112,6 +122,7 @@ class NubladoClient:
             timeout=timeout.total_seconds(),
             verify=verify,
             logger=self._logger,
+            retry=retry,
         )
 
     def __repr__(self) -> str:
@@ -209,14 +220,29 @@ class NubladoClient:
         Raises
         ------
         NubladoWebError
-            The hub refused the token or failed.
+            The hub refused the token or failed, or the URL is not a hub's
+            (it has no ``hub/home`` page).
         NubladoRedirectError
             The login redirected outside the hub or looped.
         NubladoDiscoveryError
             The hub URL had to come from service discovery, which failed.
         """
         self._http.reset()
-        self._http.fetch("GET", self._home, navigate=True, ok=(200,))
+        try:
+            self._http.fetch("GET", self._home, navigate=True, ok=(200,))
+        except NubladoWebError as e:
+            if e.status != 404:
+                raise
+            # Every JupyterHub has this page: the URL is not a hub's (a
+            # lab's, a plain Jupyter server's, or a wrong path).
+            raise NubladoWebError(
+                f"{self.hub_url} does not look like a JupyterHub: GET hub/home answered 404",
+                self.username,
+                body=e.body,
+                method=e.method,
+                status=e.status,
+                url=e.url,
+            ) from None
         if "hub" not in self._http.xsrf:
             self._logger.debug("Hub login set no XSRF cookie")
         self._logger.debug("Logged in to the hub")
@@ -271,8 +297,8 @@ class NubladoClient:
         NubladoUsageError
             ``config`` is not an image choice.
         NubladoSpawnFormError
-            The spawn failed at once: the hub answered the form with a
-            server error. Both a `NubladoSpawnError` and a
+            The spawn failed at once: the hub answered the form with status
+            500. Both a `NubladoSpawnError` and a
             `NubladoWebError`; the message gives the hub's reason.
         NubladoWebError
             The hub refused or failed.
@@ -292,7 +318,9 @@ class NubladoClient:
         response = self._http.fetch(
             "POST", spawn, data=form, referer=spawn, follow=False, ok=range(100, 600)
         )
-        if response.status_code >= 500:
+        if response.status_code == 500:
+            # The hub's own answer when the spawn failed at once; a 502-504
+            # comes from a proxy in front of it, a web error like any other.
             raise self._spawn_form_error(response, spawn, started_at)
         if response.status_code not in (200, 302, 303):
             raise self._http.status_error(response, started_at)
@@ -320,7 +348,7 @@ class NubladoClient:
         if log and log[-1]:
             summary = f"{log[-1]} ({head})"
         else:
-            reason = error_text(page)
+            reason = server_message(page, response.headers.get("Content-Type", "")) or ""
             log = [reason] if reason else []
             summary = f"Spawn failed: {head}" + (f": {reason}" if reason else "")
         return NubladoSpawnFormError(
@@ -444,6 +472,8 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoUsageError
+            ``timeout`` is neither `None` nor a positive `datetime.timedelta`.
         NubladoSpawnTimeoutError
             The timeout passed (a `NubladoSpawnError` and a
             `NubladoTimeoutError`); ``log`` has every progress message.
@@ -455,6 +485,7 @@ class NubladoClient:
         NubladoProtocolError
             The progress stream is malformed.
         """
+        check_duration(timeout, "timeout", self.username, optional=True)
         deadline = Deadline(timeout)
         started_at = datetime.datetime.now(tz=datetime.timezone.utc)
         log: List[str] = []
@@ -511,11 +542,14 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoUsageError
+            ``timeout`` is not a positive `datetime.timedelta`.
         NubladoTimeoutError
             The lab was still there when the timeout passed.
         NubladoWebError
             The hub refused or failed.
         """
+        check_duration(timeout, "timeout", self.username)
         deadline = Deadline(timeout)
         while not self.is_lab_stopped():
             if deadline.expired():
@@ -587,12 +621,16 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoUsageError
+            ``read_timeout`` is neither `None` nor a positive
+            `datetime.timedelta`.
         NubladoWebError
             The request failed or timed out, or the lab refused it (for
             example a lab without the extension answers 404).
         NubladoProtocolError
             The answer is malformed.
         """
+        check_duration(read_timeout, "read_timeout", self.username, optional=True)
         timeout = read_timeout or _NOTEBOOK_READ_TIMEOUT
         api = self._lab_api()
         answer = api.execute_notebook(
@@ -652,6 +690,12 @@ class NubladoClient:
         -------
         JupyterLabSessionManager
             Context manager yielding the `JupyterLabSession`.
+
+        Raises
+        ------
+        NubladoUsageError
+            ``max_websocket_size`` is under 64 KiB, or
+            ``websocket_open_timeout`` is not a positive `datetime.timedelta`.
         """
         return JupyterLabSessionManager(
             username=self.username,

@@ -11,6 +11,7 @@ from typing import Any, Optional, Union
 
 from ._exceptions import NubladoDiscoveryError
 from ._logging import Logger, default_logger
+from ._reasons import one_line
 
 __all__ = ["DiscoveryClient"]
 
@@ -97,10 +98,13 @@ class DiscoveryClient:
             try:
                 self._cached = self._fetch()
                 self._fetched_at = now
-            except NubladoDiscoveryError:
+            except NubladoDiscoveryError as e:
                 if self._cached is None:
                     raise
-                self._logger.warning("Service discovery failed, using cached data", exc_info=True)
+                self._logger.warning(
+                    "Service discovery failed, using cached data", error=one_line(str(e))
+                )
+                self._logger.debug("Service discovery failure", exc_info=True)
             return self._cached
 
     def _fetch(self) -> Any:

@@ -11,6 +11,7 @@ import datetime
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type, TypeVar
 
 from ._models import CodeContext, ExecutionResult
+from ._reasons import server_message
 from ._redact import redact_body, redact_url, strip_ansi
 
 if TYPE_CHECKING:
@@ -164,6 +165,29 @@ class NubladoSessionClosedError(NubladoUsageError):
     """
 
 
+# How much of the failing code a message quotes: enough to recognise it.
+# The whole code is in the ``code`` attribute; the traceback shows where.
+_EXCERPT_LINES = 2
+_EXCERPT_WIDTH = 100
+
+
+def _cut(line: str, width: int = _EXCERPT_WIDTH) -> str:
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _more(count: int) -> str:
+    return f"{count} more line" + ("" if count == 1 else "s")
+
+
+def _code_excerpt(code: str) -> str:
+    """Return the first lines of code, each cut short, and how many more there are."""
+    lines = code.strip("\n").splitlines() or [""]
+    shown = [_cut(line) for line in lines[:_EXCERPT_LINES]]
+    if len(lines) > _EXCERPT_LINES:
+        shown.append(f"… ({_more(len(lines) - _EXCERPT_LINES)})")
+    return "\n".join(shown)
+
+
 def _code_failure_intro(
     user: Optional[str], code: Optional[str], context: CodeContext, what: str
 ) -> str:
@@ -174,7 +198,12 @@ def _code_failure_intro(
             where = f"cell of notebook {context.notebook}"
         return f"{user}: {where} {what}"
     if code:
-        return f"{user}: running code '{code}' {what}"
+        # One line: the first line of the code, with a count of the rest.
+        lines = code.strip("\n").splitlines() or [""]
+        quoted = f"'{_cut(lines[0], 80)}'"
+        if len(lines) > 1:
+            quoted += f" (and {_more(len(lines) - 1)})"
+        return f"{user}: running code {quoted} {what}"
     return f"{user}: running code {what}"
 
 
@@ -207,7 +236,8 @@ class NubladoExecutionError(NubladoError):
     Attributes
     ----------
     code : str or None
-        Code that failed.
+        Code that failed. ``str()`` quotes only its first line (for a
+        notebook cell, its first two), with a count of the rest.
     error : str or None
         The kernel's error report, usually a traceback (with ANSI codes).
     status : str or None
@@ -249,7 +279,7 @@ class NubladoExecutionError(NubladoError):
         if self.status and self.status != "error":
             msg += f" (status: {self.status})"
         if self.context.notebook and self.code:
-            msg += f"\nCode: {self.code}"
+            msg += f"\nCode: {_code_excerpt(self.code)}"
         if self.error:
             msg += f"\nError: {strip_ansi(self.error)}"
         return msg
@@ -348,7 +378,7 @@ class NubladoExecutionTimeoutError(NubladoTimeoutError):
     def __str__(self) -> str:
         msg = _code_failure_intro(self.user, self.code, self.context, "timed out")
         if self.context.notebook and self.code:
-            msg += f"\nCode: {self.code}"
+            msg += f"\nCode: {_code_excerpt(self.code)}"
         return f"{msg}\n{self.message}"
 
 
@@ -463,7 +493,10 @@ class NubladoWebError(NubladoError):
     Parameters
     ----------
     message
-        What went wrong; for a transport failure ``"{ExceptionName}: {text}"``.
+        What went wrong: ``"Status {code} from {METHOD} {url}"``, with what
+        the status means when that is clear (``: the token was refused``);
+        for a request that got no answer, why in words (``Cannot connect to
+        host:port: connection refused ...``).
     user
         User the client was acting for.
     body
@@ -484,7 +517,9 @@ class NubladoWebError(NubladoError):
     Attributes
     ----------
     body : str or None
-        Redacted response body.
+        Redacted response body (its first 4 kB). ``str()`` shows only the
+        server's message from it: a JSON error's ``message``, or an HTML
+        error page's error text.
     method : str or None
         HTTP method.
     status : int or None
@@ -519,8 +554,11 @@ class NubladoWebError(NubladoError):
         self.url = redact_url(url) if url else None
 
     def __str__(self) -> str:
-        if self.body:
-            return f"{self.message}\nBody:\n{self.body}"
+        # The server's own message, not its whole error page (``body``
+        # keeps that, and the debug log shows it).
+        summary = server_message(self.body)
+        if summary and summary not in self.message:
+            return f"{self.message}\nBody:\n{summary}"
         return self.message
 
     @classmethod

@@ -48,6 +48,8 @@ class ExecutionCollector:
         self.msg_id = msg_id
         self.kernel_died = False
         self.rate_limited = False
+        # The server's first notice, whole, for the warning.
+        self.rate_limit_notice = ""
         self._code = code
         self._on_output = on_output
         self._reply: Optional[Dict[str, Any]] = None
@@ -130,6 +132,7 @@ class ExecutionCollector:
         if name == "stderr":
             if text.startswith(_RATE_LIMIT_NOTICES):
                 self.rate_limited = True
+                self.rate_limit_notice = self.rate_limit_notice or text
             self._stderr.append(text)
         else:
             name = "stdout"

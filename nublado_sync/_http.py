@@ -21,7 +21,9 @@ from urllib.parse import urljoin, urlsplit
 from ._cancel import Cancellation
 from ._exceptions import NubladoRedirectError, NubladoWebError
 from ._logging import Logger
+from ._reasons import server_message, status_explanation, transport_failure
 from ._redact import redact_secrets, redact_url
+from ._retry import RetryPolicy
 
 if TYPE_CHECKING:
     import requests
@@ -139,6 +141,8 @@ class HTTPSession:
         TLS verification: `True`, or the path of a CA bundle.
     logger
         Logger to use.
+    retry
+        How requests that failed for a passing reason are tried again.
     """
 
     def __init__(
@@ -149,14 +153,23 @@ class HTTPSession:
         timeout: float,
         verify: Union[bool, str] = True,
         logger: Logger,
+        retry: Optional[RetryPolicy] = None,
     ) -> None:
         # Imported on first use: `import nublado_sync` stays cheap for cold
         # starts (cron), and requests is the largest import of all.
         import requests
+        from requests.adapters import HTTPAdapter
+
+        from ._urllib3_retry import PolicyRetry
 
         self.user = user
         self.timeout = timeout
+        self.retry = retry or RetryPolicy()
         self.session = requests.Session()
+        # Retries happen inside urllib3, per request (see _urllib3_retry).
+        adapter = HTTPAdapter(max_retries=PolicyRetry.from_policy(self.retry, logger))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.session.verify = verify
         self.verify = verify
         self._auth = BearerAuth(token)
@@ -225,8 +238,13 @@ class HTTPSession:
         ok: Collection[int] = (200, 201, 202, 204),
         timeout: Optional[float] = None,
         stream: bool = False,
+        deadline: Optional[float] = None,
     ) -> requests.Response:
         """Send one request without following redirects.
+
+        A request that failed for a passing reason is retried as the retry
+        policy says (see `RetryPolicy`), within its timeout and
+        ``deadline``.
 
         Parameters
         ----------
@@ -248,6 +266,9 @@ class HTTPSession:
             Read timeout in seconds; the session's when omitted.
         stream
             Leave the body unread (for event streams).
+        deadline
+            Seconds left to the calling operation's deadline: retries end by
+            then.
 
         Returns
         -------
@@ -262,30 +283,41 @@ class HTTPSession:
         import requests
         import urllib3
 
+        from ._urllib3_retry import DeadlineTimeout, request_deadline
+
         read_timeout = self.timeout if timeout is None else timeout
+        retry_deadline = self.retry.request_deadline(read_timeout)
+        if deadline is not None:
+            retry_deadline = min(retry_deadline, deadline)
         # Errors carry when the request began, as upstream's do.
         started_at = _utcnow()
         self.cancellation.check()
         self.cancellation.track(self.session.get_adapter(url))
         try:
-            response = self.session.request(
-                method,
-                url,
-                headers=dict(headers or {}),
-                json=json,
-                data=data,
-                params=params,
-                auth=self._auth,
-                # Per request: requests prefers REQUESTS_CA_BUNDLE over the
-                # session's verify, which would ignore an explicit CA path.
-                verify=self.ca_bundle(),
-                timeout=(self.timeout, read_timeout),
-                allow_redirects=False,
-                # Always streamed: requests reads a body with a timeout per
-                # read, so a server trickling an endless body would hold the
-                # call forever; _read_body reads it under one deadline.
-                stream=True,
-            )
+            with request_deadline(retry_deadline):
+                response = self.session.request(
+                    method,
+                    url,
+                    headers=dict(headers or {}),
+                    json=json,
+                    data=data,
+                    params=params,
+                    auth=self._auth,
+                    # Per request: requests prefers REQUESTS_CA_BUNDLE over
+                    # the session's verify, which would ignore an explicit
+                    # CA path.
+                    verify=self.ca_bundle(),
+                    # requests hands a urllib3 Timeout to urllib3 as it is.
+                    timeout=DeadlineTimeout(  # type: ignore[arg-type]
+                        connect=self.timeout, read=read_timeout
+                    ),
+                    allow_redirects=False,
+                    # Always streamed: requests reads a body with a timeout
+                    # per read, so a server trickling an endless body would
+                    # hold the call forever; _read_body reads it under one
+                    # deadline.
+                    stream=True,
+                )
             if not stream:
                 self._read_body(response, read_timeout, started_at)
             # A cancelled read can look like a short body (the socket was
@@ -293,12 +325,19 @@ class HTTPSession:
             self.cancellation.check()
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # requests wraps most failures; urllib3 and the socket layer
-            # raise their own while a body is read.
+            # raise their own while a body is read. The library's own text
+            # goes to the debug log; the exception says it in words.
             if self.cancellation.blocks():
                 raise self.cancellation.error() from None
-            text = self.redact(str(e))
+            self._logger.debug(
+                "HTTP request failed",
+                method=method,
+                url=redact_url(url),
+                error=f"{type(e).__name__}: {self.redact(str(e))}",
+            )
+            words = transport_failure(e, redact_url(url), read_timeout)
             raise NubladoWebError(
-                f"{type(e).__name__}: {text}",
+                f"{self.redact(words[:1].upper() + words[1:])} ({method} {url})",
                 self.user,
                 method=method,
                 started_at=started_at,
@@ -322,7 +361,8 @@ class HTTPSession:
             if remaining <= 0:
                 response.close()
                 raise NubladoWebError(
-                    f"ReadTimeout: the body did not end within {seconds:.0f}s",
+                    f"The answer did not end within {seconds:.0f}s (read timeout)"
+                    f" ({response.request.method} {response.url})",
                     self.user,
                     method=response.request.method,
                     started_at=started_at,
@@ -357,10 +397,17 @@ class HTTPSession:
             body = ""
         finally:
             response.close()
+        body = self.redact(body)
+        if body:
+            # The whole page is for debugging; people read its message.
+            self._logger.debug("HTTP error body", method=method, url=url, body=body)
+        reason = server_message(body, response.headers.get("Content-Type", ""))
+        explanation = status_explanation(response.status_code, reason)
         return NubladoWebError(
-            f"Status {response.status_code} from {method} {url}",
+            f"Status {response.status_code} from {method} {url}"
+            + (f": {explanation}" if explanation else ""),
             self.user,
-            body=self.redact(body) or None,
+            body=body or None,
             method=method,
             started_at=started_at,
             status=response.status_code,
@@ -389,6 +436,7 @@ class HTTPSession:
         follow: bool = True,
         timeout: Optional[float] = None,
         stream: bool = False,
+        deadline: Optional[float] = None,
     ) -> requests.Response:
         """Send a request inside the URL space, following redirects by hand.
 
@@ -419,6 +467,9 @@ class HTTPSession:
             Read timeout in seconds; the session's when omitted.
         stream
             Leave the final body unread.
+        deadline
+            Seconds left to the calling operation's deadline: retries of
+            each hop end by then.
 
         Returns
         -------
@@ -461,6 +512,7 @@ class HTTPSession:
                 ok=range(100, 600),
                 timeout=timeout,
                 stream=stream,
+                deadline=deadline,
             )
             self._remember_xsrf(response, space)
             if not follow or response.status_code not in _REDIRECTS:

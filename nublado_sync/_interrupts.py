@@ -3,8 +3,8 @@
 A Ctrl-C that lands while ``POST api/sessions`` waits for its answer loses
 the answer, and with it the id of the session the server is making: the
 session and its kernel would stay behind. While such a request is in
-flight, the first SIGINT (and SIGTERM, when a Python handler is installed
-for it, as the command-line tool does) is held and delivered as soon as
+flight, the first SIGINT (and SIGTERM or SIGHUP, when a Python handler is
+installed for it, as the command-line tool does) is held and delivered as soon as
 the answer is in, when the caller can clean up; a second one is delivered
 at once, and so is the first after a grace period, should the answer not
 come (the caller's cleanup then has to find the session by other means).
@@ -29,10 +29,13 @@ _GRACE = 5.0
 
 _Handler = Callable[[int, Optional[FrameType]], Any]
 
+# SIGHUP (a closed terminal) is held like the others; Windows has none.
+_HELD = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+
 
 @contextlib.contextmanager
 def deferred_interrupts(logger: Logger, what: str, grace: float = _GRACE) -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for the duration of the block.
+    """Hold SIGINT, SIGTERM and SIGHUP back for the duration of the block.
 
     Only Python-level handlers are replaced (Python's own KeyboardInterrupt
     handler, or the application's), and only in the main thread, the one
@@ -104,7 +107,7 @@ def deferred_interrupts(logger: Logger, what: str, grace: float = _GRACE) -> Ite
         timers.append(timer)
         timer.start()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in _HELD:
         current = signal.getsignal(signum)
         if callable(current):
             with contextlib.suppress(ValueError, OSError):

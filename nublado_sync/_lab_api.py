@@ -171,9 +171,16 @@ class LabAPI:
             self._find_and_delete(path)
 
     def _find_and_delete(self, path: str) -> None:
+        # Retries end within the client's HTTP timeout, as the failed
+        # request did.
+        retry_deadline = self.http.timeout
         try:
             response = self.http.request(
-                "GET", self.url("api/sessions"), headers=self._extra_headers(), timeout=_CLEANUP
+                "GET",
+                self.url("api/sessions"),
+                headers=self._extra_headers(),
+                timeout=_CLEANUP,
+                deadline=retry_deadline,
             )
             for session in response.json():
                 if isinstance(session, dict) and session.get("path") == path:
@@ -182,6 +189,7 @@ class LabAPI:
                         self.url(f"api/sessions/{quote(str(session.get('id')), safe='')}"),
                         headers=self._extra_headers(),
                         timeout=_CLEANUP,
+                        deadline=retry_deadline,
                         ok=(200, 204, 404),
                     )
         except (NubladoWebError, ValueError, TypeError):

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import IO, Iterator, List, Optional
 
+from ._arguments import check_duration
 from ._deadline import Deadline
 from ._exceptions import NubladoError, NubladoTimeoutError, NubladoUsageError
 from ._logging import Logger, default_logger
@@ -106,12 +107,14 @@ def local_jupyter_server(
     Raises
     ------
     NubladoUsageError
-        jupyter_server is not installed.
+        jupyter_server is not installed, or ``timeout`` is not a positive
+        `datetime.timedelta`.
     NubladoTimeoutError
         The server did not start in time.
     NubladoError
         The server exited while starting.
     """
+    check_duration(timeout, "timeout")
     logger = logger or default_logger()
     try:
         import jupyter_server  # noqa: F401
@@ -139,6 +142,10 @@ def local_jupyter_server(
         command.append("--ServerApp.allow_root=True")
     if kernel_name:
         command.append(f"--MappingKernelManager.default_kernel_name={kernel_name}")
+    # Starting takes seconds: say so first, so that a run does not look
+    # stuck (and an interrupt meanwhile has a visible context).
+    logger.info("Starting local Jupyter server")
+    started = time.monotonic()
     process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
         command,
         env=env,
@@ -157,7 +164,11 @@ def local_jupyter_server(
                 raise NubladoError(f"Local Jupyter server exited:\n{reader.tail()}")
             raise NubladoTimeoutError("Local Jupyter server did not start in time")
         _wait_until_listening(reader.url, token, deadline)
-        logger.info("Started local Jupyter server", url=reader.url)
+        logger.info(
+            "Started local Jupyter server",
+            url=reader.url,
+            seconds=round(time.monotonic() - started, 1),
+        )
         yield LocalJupyterServer(reader.url, token)
     finally:
         _stop(process)

@@ -8,6 +8,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any, Mapping, NoReturn, Optional, Union
 
+from ._arguments import check_duration
 from ._deadline import Deadline
 from ._exceptions import (
     NubladoError,
@@ -24,7 +25,7 @@ from ._execution import ExecutionCollector, OutputCallback
 from ._logging import Logger, debug_enabled, default_logger
 from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
-from ._notebook import execute_notebook
+from ._reasons import one_line
 from ._transport import KernelSocket
 
 if TYPE_CHECKING:
@@ -42,14 +43,8 @@ _PROBE_RETRY = 1.0
 
 
 def _seconds(value: Optional[datetime.timedelta], name: str) -> Optional[float]:
-    if value is None:
-        return None
-    if not isinstance(value, datetime.timedelta):
-        raise NubladoUsageError(f"{name} must be a datetime.timedelta, not {type(value).__name__}")
-    seconds = value.total_seconds()
-    if seconds <= 0:
-        raise NubladoUsageError(f"{name} must be positive, not {value}")
-    return seconds
+    checked = check_duration(value, name, optional=True)
+    return None if checked is None else checked.total_seconds()
 
 
 class JupyterLabSession:
@@ -302,9 +297,11 @@ class JupyterLabSession:
     ) -> str:
         """Run a notebook's code cells in order and return it executed.
 
-        Works on any Jupyter server (no server extension needed). The cells
-        run in this session's kernel, each under its own deadline, and their
-        outputs are written into the notebook in nbformat 4 shape.
+        A shortcut for ``nublado_sync.execute_notebook(session, content,
+        ...)``, kept for the callers that use it; see `execute_notebook`
+        for what it does, its arguments and its exceptions. The notebook
+        runner lives in a package of its own that uses the session; this
+        method imports it only when called.
 
         Parameters
         ----------
@@ -334,6 +331,9 @@ class JupyterLabSession:
         NubladoWebSocketError
             The connection failed.
         """
+        # Imported here: the runner uses the session, not the other way.
+        from ._notebooks._runner import execute_notebook
+
         return execute_notebook(
             self, content, name=name, cell_timeout=cell_timeout, on_output=on_output
         )
@@ -490,7 +490,10 @@ class JupyterLabSession:
             raise
         result = collector.result()
         if result.output_lost:
-            self._logger.warning("Lab IOPub rate limit dropped output", notice=result.stderr[-200:])
+            self._logger.warning(
+                "Lab IOPub rate limit dropped output",
+                notice=one_line(collector.rate_limit_notice, 500),
+            )
         if raise_on_error and result.status != "ok":
             raise NubladoExecutionError(
                 self.username,

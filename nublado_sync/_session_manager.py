@@ -8,6 +8,7 @@ import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, List, Optional, Type, Union
 
+from ._arguments import check_duration, check_http_url, check_message_size, check_token
 from ._deadline import Deadline
 from ._exceptions import (
     NubladoError,
@@ -20,7 +21,9 @@ from ._http import HTTPSession
 from ._interrupts import deferred_interrupts
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
+from ._reasons import one_line
 from ._redact import redact_url
+from ._retry import RetryPolicy
 from ._wire import V1_SUBPROTOCOL
 
 if TYPE_CHECKING:
@@ -75,6 +78,12 @@ class JupyterLabSessionManager:
         Further keyword arguments for `JupyterLabSession`
         (``keepalive_interval``, ``heartbeat_interval``,
         ``heartbeat_timeout``).
+
+    Raises
+    ------
+    NubladoUsageError
+        ``max_websocket_size`` is not an int of at least 64 KiB, or
+        ``websocket_open_timeout`` is not a positive `datetime.timedelta`.
     """
 
     def __init__(
@@ -90,6 +99,8 @@ class JupyterLabSessionManager:
         close_http: bool = False,
         **session_options: Any,
     ) -> None:
+        check_message_size(max_websocket_size, "max_websocket_size", username)
+        check_duration(websocket_open_timeout, "websocket_open_timeout", username)
         self.username = username
         self._close_http = close_http
         self._api = api
@@ -198,10 +209,13 @@ class JupyterLabSessionManager:
         """
         try:
             self._cleanup()
-        except NubladoError:
+        except NubladoError as e:
             if exc is None:
                 raise
-            self._logger.warning("Could not delete lab session", exc_info=True)
+            # One line: the failure in flight is the news. The traceback is
+            # for debugging only.
+            self._logger.warning("Could not delete lab session", error=one_line(str(e)))
+            self._logger.debug("Session delete failure", exc_info=True)
 
     def _connect(self, deadline: Deadline) -> websocket.WebSocket:
         try:
@@ -326,6 +340,8 @@ class JupyterLabSessionManager:
             return
         # A server restarting the kernel (after it died) answers 5xx for a
         # few seconds; keep trying for a while rather than leave it behind.
+        # Connection failures and 502-504 (a proxy restarting) are retried
+        # inside each request, by the client's retry policy.
         retry = Deadline(_DELETE_RETRY)
         while True:
             try:
@@ -361,6 +377,7 @@ def open_lab_session(
     max_websocket_size: Optional[int] = None,
     verify: Union[bool, str] = True,
     logger: Optional[Logger] = None,
+    retry: Optional[RetryPolicy] = None,
     **session_options: Any,
 ) -> JupyterLabSessionManager:
     """Open a kernel session on any Jupyter server, without a hub.
@@ -394,6 +411,9 @@ def open_lab_session(
         `False` to turn it off.
     logger
         Logger to use.
+    retry
+        How requests that failed for a passing reason are tried again;
+        `RetryPolicy` ``()`` by default, `RetryPolicy.off` to fail at once.
     **session_options
         Passed to `JupyterLabSession` (``keepalive_interval``,
         ``heartbeat_interval``, ``heartbeat_timeout``).
@@ -406,10 +426,17 @@ def open_lab_session(
     Raises
     ------
     NubladoUsageError
-        The URL is not http or https.
+        An argument is invalid: a URL that is not http(s), a token too short
+        to be real (under 8 characters) or holding white space, a timeout
+        that is not a positive `datetime.timedelta`, a
+        ``max_websocket_size`` under 64 KiB, or a ``retry`` that is not a
+        `RetryPolicy`.
     """
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise NubladoUsageError(f"Not an http(s) URL: {redact_url(str(url))}")
+    check_http_url(url, "url", username)
+    check_token(token, username)
+    check_duration(timeout, "timeout", username)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise NubladoUsageError("retry must be a RetryPolicy", username)
     name = username or "jupyter"
     logger = logger or default_logger()
     http = HTTPSession(
@@ -418,6 +445,7 @@ def open_lab_session(
         timeout=timeout.total_seconds(),
         verify=verify,
         logger=logger,
+        retry=retry,
     )
     return JupyterLabSessionManager(
         username=name,

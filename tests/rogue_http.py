@@ -8,12 +8,14 @@ the token included.
 from __future__ import annotations
 
 import contextlib
+import socket
+import struct
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-__all__ = ["Reply", "RogueServer", "running_rogue_server"]
+__all__ = ["Reply", "RogueServer", "reset", "running_rogue_server"]
 
 
 @dataclass
@@ -145,6 +147,28 @@ class RogueServer:
 
         self.routes[path] = trickle
 
+    def flaky(self, path: str, faults: List[Optional[Reply]], then: Handler) -> None:
+        """Answer ``path`` with each of ``faults`` in turn, then as ``then`` does.
+
+        A fault that is `None` resets the connection (RST, no answer) once
+        the request is read, as a proxy restarting under the client does.
+        """
+        pending = list(faults)
+        lock = threading.Lock()
+
+        def answer(handler: _Handler) -> Optional[Reply]:
+            with lock:
+                if not pending:
+                    fault: Optional[Reply] = then(handler)
+                    return fault
+                fault = pending.pop(0)
+            if fault is None:
+                reset(handler)
+                return None
+            return fault
+
+        self.routes[path] = answer
+
     def paths(self) -> List[str]:
         """Paths requested so far."""
         return [s.path for s in self.seen]
@@ -157,6 +181,14 @@ class RogueServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def reset(handler: _Handler) -> None:
+    """Drop the handler's connection with a TCP reset, answering nothing."""
+    # SO_LINGER with a zero timeout makes close() send RST.
+    handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    handler.close_connection = True
+    handler.connection.close()
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import datetime
 import os
 from pathlib import Path
 
-from nublado_sync import NubladoExecutionError, open_lab_session
+from nublado_sync import NubladoExecutionError, execute_notebook, open_lab_session
 
 url = os.environ.get("JUPYTER_URL", "http://127.0.0.1:8888/")
 token = os.environ["JUPYTER_TOKEN"]
@@ -17,8 +17,8 @@ source = Path("analysis.ipynb").read_text()
 
 with open_lab_session(url, token) as session:
     try:
-        executed = session.execute_notebook(
-            source, name="analysis.ipynb", cell_timeout=datetime.timedelta(minutes=5)
+        executed = execute_notebook(
+            session, source, name="analysis.ipynb", cell_timeout=datetime.timedelta(minutes=5)
         )
     except NubladoExecutionError as e:
         Path("analysis-failed.ipynb").write_text(e.notebook)

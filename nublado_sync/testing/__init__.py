@@ -14,7 +14,7 @@ counterpart of the async client's ``MockJupyter``, with the same names.
    from nublado_sync import NubladoImageByClass
    from nublado_sync.testing import MockJupyter
 
-   with MockJupyter(users={"alice": "token-a"}) as mock:
+   with MockJupyter(users={"alice": "token-of-alice"}) as mock:
        mock.register_python_result("print(hello)", "hi\n")
        with mock.client("alice") as client:
            client.auth_to_hub()

@@ -58,8 +58,8 @@ class MockJupyter:
 
     Use it as a context manager, or call `start` and `stop`::
 
-        with MockJupyter(users={"alice": "token-a"}) as mock:
-            client = NubladoClient("alice", "token-a", hub_url=mock.url)
+        with MockJupyter(users={"alice": "token-of-alice"}) as mock:
+            client = NubladoClient("alice", "token-of-alice", hub_url=mock.url)
 
     Each user's lab goes through the states of `MockJupyterState`. A lab
     becomes ready when the client watches the spawn progress, or on any

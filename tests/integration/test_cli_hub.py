@@ -87,7 +87,7 @@ def test_spawn_timeout_exit_status(hub: TestHub) -> None:
 
 def test_bad_token_exit_status(hub: TestHub) -> None:
     env = env_for(hub, "alice")
-    env["NUBLADO_TOKEN"] = "wrong"
+    env["NUBLADO_TOKEN"] = "wrong-token"
     result = nublado_sync("status", env=env)
     assert result.returncode == 5
     assert "Status 40" in result.stderr
@@ -143,7 +143,7 @@ def test_fast_spawn_failure_is_a_spawn_failure(hub: TestHub) -> None:
 
 def test_status_json_on_failure(hub: TestHub) -> None:
     env = env_for(hub, "alice")
-    env["NUBLADO_TOKEN"] = "wrong"
+    env["NUBLADO_TOKEN"] = "wrong-token"
     result = nublado_sync("status", "--json", env=env)
     assert result.returncode == 5
     report = json.loads(result.stdout)

@@ -323,7 +323,7 @@ def test_open_close_cycles_rogue() -> None:
 
 
 def lab_rogue(url: str) -> Any:
-    return open_lab_session(url, "t", timeout=seconds(5))
+    return open_lab_session(url, "not-a-token", timeout=seconds(5))
 
 
 @pytest.mark.parametrize("kind", ["stock", "documents"])

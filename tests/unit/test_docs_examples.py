@@ -450,8 +450,8 @@ CASES: Dict[str, List[Case]] = {
             "lab",
             stdout=(
                 "0:00:02\n'started\\n'\n''\nTrue\n",
-                "jupyter: running code 'import time\nprint('started', flush=True)\n",
-                "' timed out\nCode execution timed out after 2.00s\n",
+                "jupyter: running code 'import time' (and 3 more lines) timed out\n"
+                "Code execution timed out after 2.00s\n",
                 "The session is closed (timed out); open a new one\n",
             ),
             check=_no_sessions_left,

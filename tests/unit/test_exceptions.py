@@ -130,3 +130,25 @@ def test_redact_secrets_is_literal() -> None:
 def test_redact_hidden_input() -> None:
     html = '<input type="hidden" name="_xsrf" value="TOKENVALUE"/>'
     assert "TOKENVALUE" not in redact_body(html)
+
+
+def test_long_code_is_quoted_by_its_first_line() -> None:
+    # A failing 201-line file must not be echoed whole: the first line and
+    # a count, the traceback (``error``) says where it failed.
+    code = "import os\n" + "x = 1\n" * 199 + "1/0\n"
+    exc = NubladoExecutionError("alice", code=code, error="ZeroDivisionError")
+    assert str(exc) == (
+        "alice: running code 'import os' (and 200 more lines) failed\nError: ZeroDivisionError"
+    )
+    assert exc.code == code
+
+
+def test_long_cell_is_quoted_by_two_lines() -> None:
+    context = CodeContext(notebook="a.ipynb", cell="c1")
+    code = "a = 1\nb = '" + "x" * 300 + "'\nc = 3\nd = 4\n"
+    exc = NubladoExecutionError("alice", code=code, context=context)
+    lines = str(exc).splitlines()
+    assert lines[1] == "Code: a = 1"
+    assert lines[2] == "b = '" + "x" * 94 + "…"
+    assert lines[3] == "… (2 more lines)"
+    assert len(lines) == 4

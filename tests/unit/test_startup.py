@@ -150,3 +150,9 @@ def test_default_logger_follows_the_standard_library_level(
     assert any("Seen at debug" in r.getMessage() for r in caplog.records)
     with caplog.at_level(logging.WARNING, logger="nublado_sync"):
         assert not debug_enabled(logger)
+
+
+def test_session_does_not_import_the_notebook_runner() -> None:
+    # Imports point one way: the runner uses the session, never the reverse.
+    loaded = _modules_after("import nublado_sync._session, nublado_sync._session_manager")
+    assert [m for m in loaded if m.startswith("nublado_sync._notebooks")] == []

@@ -743,10 +743,10 @@ def test_default(mock_jupyter):
             assert session.run_python("print(6 * 7)") == "42\\n"
 
 
-@pytest.mark.mock_jupyter(use_subdomains=True, users={"bob": "t0ken"})
+@pytest.mark.mock_jupyter(use_subdomains=True, users={"bob": "t0ken-for-bob"})
 def test_marker(mock_jupyter):
     assert mock_jupyter.url.startswith("http://nublado.test:")
-    with NubladoClient("bob", "t0ken") as client:
+    with NubladoClient("bob", "t0ken-for-bob") as client:
         client.auth_to_hub()
 """
 

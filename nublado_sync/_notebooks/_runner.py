@@ -7,68 +7,20 @@ nbformat 4 shape, so the result can be saved and opened in JupyterLab.
 
 from __future__ import annotations
 
-import copy
 import datetime
-import json
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
-from ._exceptions import (
+from .._exceptions import (
     NubladoExecutionError,
     NubladoExecutionTimeoutError,
     NubladoKernelDiedError,
-    NubladoUsageError,
 )
-from ._execution import OutputCallback
-from ._models import CodeContext, ExecutionResult
+from .._execution import OutputCallback
+from .._models import CodeContext, ExecutionResult
+from .._session import JupyterLabSession
+from ._format import cell_source, dump_notebook, parse_notebook
 
-if TYPE_CHECKING:
-    from ._session import JupyterLabSession
-
-__all__ = ["execute_notebook", "parse_notebook"]
-
-
-def parse_notebook(content: Union[str, bytes, Mapping[str, Any]]) -> Dict[str, Any]:
-    """Parse and check an nbformat 4 notebook.
-
-    Parameters
-    ----------
-    content
-        Notebook as ``.ipynb`` text or as already parsed JSON.
-
-    Returns
-    -------
-    dict
-        A deep copy of the notebook, safe to fill in.
-
-    Raises
-    ------
-    NubladoUsageError
-        It is not JSON, or not an nbformat 4 notebook.
-    """
-    if isinstance(content, (str, bytes)):
-        try:
-            notebook: Any = json.loads(content)
-        except ValueError as e:
-            raise NubladoUsageError(f"Notebook is not JSON: {e}") from None
-    else:
-        notebook = copy.deepcopy(dict(content))
-    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
-        raise NubladoUsageError("Notebook has no list of cells")
-    if notebook.get("nbformat") != 4:
-        raise NubladoUsageError(
-            f"Only nbformat 4 notebooks are supported, not {notebook.get('nbformat')!r}"
-        )
-    for cell in notebook["cells"]:
-        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
-            raise NubladoUsageError("Notebook has a malformed cell")
-    return notebook
-
-
-def _source(cell: Mapping[str, Any]) -> str:
-    source = cell.get("source", "")
-    if isinstance(source, list):
-        return "".join(str(line) for line in source)
-    return str(source)
+__all__ = ["execute_notebook"]
 
 
 def _cell_outputs(result: ExecutionResult, count: int) -> List[Dict[str, Any]]:
@@ -137,7 +89,7 @@ def execute_notebook(
         context = CodeContext(
             notebook=name, cell=str(cell.get("id") or index), cell_number=str(count)
         )
-        source = _source(cell)
+        source = cell_source(cell)
         try:
             result = session.execute(
                 source, context, timeout=cell_timeout, on_output=on_output, raise_on_error=False
@@ -146,7 +98,7 @@ def execute_notebook(
             if e.result is not None:
                 cell["outputs"] = _cell_outputs(e.result, count)
             cell["execution_count"] = count
-            e.notebook = json.dumps(notebook, indent=1)
+            e.notebook = dump_notebook(notebook)
             raise
         cell["outputs"] = _cell_outputs(result, count)
         cell["execution_count"] = count
@@ -159,6 +111,6 @@ def execute_notebook(
                 status=result.status or "unknown",
                 started_at=result.started_at,
                 result=result,
-                notebook=json.dumps(notebook, indent=1),
+                notebook=dump_notebook(notebook),
             )
-    return json.dumps(notebook, indent=1)
+    return dump_notebook(notebook)

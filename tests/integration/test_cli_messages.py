@@ -1,0 +1,215 @@
+"""What a person reads when ``nublado-sync`` fails, its exit status, and what is left behind.
+
+Each test makes one mistake a user makes (a closed port, a plain Jupyter
+server given as the hub, a wrong token, a closed terminal...) against real
+servers on 127.0.0.1, and checks the words on standard error, the exit
+status, and that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+import psutil  # type: ignore[import-untyped,unused-ignore]
+import pytest
+
+from ..hub_testbed import TestHub
+from ..jupyter_servers import JupyterServer
+from ..rogue_http import running_rogue_server
+from .test_cli import CHILD_MAIN, nublado_sync, server_args, server_env
+
+pytestmark = pytest.mark.integration
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def _hub_env(url: str) -> dict[str, str]:
+    return {"NUBLADO_HUB_URL": url, "NUBLADO_USER": "alice", "NUBLADO_TOKEN": "token-of-alice"}
+
+
+def test_closed_port_is_said_in_words() -> None:
+    port = _closed_port()
+    result = nublado_sync("status", "--retries", "1", env=_hub_env(f"http://127.0.0.1:{port}/nb"))
+    assert result.returncode == 5
+    # The retry is logged in the same words.
+    assert f"reason='cannot connect to 127.0.0.1:{port}: connection refused'" in result.stderr
+    assert result.stderr.splitlines()[-2:] == [
+        f"Cannot connect to 127.0.0.1:{port}: connection refused"
+        f" (GET http://127.0.0.1:{port}/nb/hub/home)",
+        "Check --hub-url or NUBLADO_HUB_URL, and that the server is running and reachable.",
+    ]
+    assert "Errno" not in result.stderr
+
+
+def test_plain_jupyter_server_as_hub(stock_server: JupyterServer) -> None:
+    result = nublado_sync("run", "-c", "1", env=_hub_env(stock_server.url))
+    assert result.returncode == 5
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        f"{stock_server.url} does not look like a JupyterHub: GET hub/home answered 404"
+    )
+    assert lines[-1].startswith("Check --hub-url or NUBLADO_HUB_URL: it is the hub's base URL")
+    # The server's 404 page in one line, not the page.
+    assert len(lines) <= 4
+    assert "<" not in result.stderr
+    assert stock_server.sessions() == []
+
+
+def test_hub_that_never_answers() -> None:
+    with running_rogue_server() as rogue:
+        rogue.hang("/hub/home")
+        result = nublado_sync("status", "--http-timeout", "1", env=_hub_env(rogue.url))
+    host = rogue.url.split("//")[1].rstrip("/")
+    assert result.returncode == 5
+    assert result.stderr.startswith(f"No answer from {host} within 1s (read timeout)")
+    assert "--http-timeout" in result.stderr
+    assert "urllib3" not in result.stderr
+
+
+def test_wrong_token_on_a_plain_server(stock_server: JupyterServer) -> None:
+    env = server_env(stock_server)
+    env["NUBLADO_TOKEN"] = "wrong-token-" + "0" * 20
+    result = nublado_sync("run", *server_args(stock_server), "-c", "1", env=env)
+    assert result.returncode == 5
+    lines = result.stderr.splitlines()
+    assert lines[0] == (
+        f"Status 403 from POST {stock_server.url}api/sessions: the token was refused"
+        " (wrong, expired, or for another user or server)"
+    )
+    assert lines[-1] == (
+        "Check the token (--token-file, NUBLADO_TOKEN_FILE or NUBLADO_TOKEN):"
+        " it must be valid for this server and user."
+    )
+    assert env["NUBLADO_TOKEN"] not in result.stderr
+    assert stock_server.sessions() == []
+
+
+def test_too_short_token_is_a_usage_error(stock_server: JupyterServer) -> None:
+    env = server_env(stock_server)
+    env["NUBLADO_TOKEN"] = "x"
+    result = nublado_sync("run", *server_args(stock_server), "-c", "1", env=env)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "The token is 1 characters long: too short to be a valid token (at least 8)\n"
+    )
+
+
+def _readline_until(stream: IO[str], text: str) -> list[str]:
+    seen = []
+    for line in stream:
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} never came; saw {seen}")
+
+
+def _local_run(code: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD_MAIN, "run", "--local", "-c", code],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sighup_stops_the_local_server_its_kernel_and_files() -> None:
+    # A closed terminal sends SIGHUP: cleaned up as for SIGTERM.
+    code = "print('started', flush=True)\nimport time\ntime.sleep(120)"
+    with _local_run(code) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "started\n"
+        started = psutil.Process(process.pid).children(recursive=True)
+        servers = [p for p in started if "jupyter_server" in " ".join(p.cmdline())]
+        assert len(servers) == 1
+        runtime = Path(servers[0].environ()["JUPYTER_RUNTIME_DIR"])
+        assert runtime.parent.is_dir()
+        assert len(started) >= 2  # the server and its kernel
+        process.send_signal(signal.SIGHUP)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 129, stderr
+    assert "Hung up; the kernel was interrupted and the session deleted" in stderr
+    _, alive = psutil.wait_procs(started, timeout=10)
+    assert alive == []
+    assert not runtime.parent.exists()
+
+
+def test_ctrl_c_while_the_local_server_starts() -> None:
+    with _local_run("print(1)") as process:
+        assert process.stderr is not None
+        _readline_until(process.stderr, "Starting local Jupyter server")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Interrupted before any code ran; the local Jupyter server was stopped" in stderr
+    assert "kernel was interrupted" not in stderr
+    assert "Traceback" not in stderr
+
+
+def test_server_dying_mid_run_gives_one_line_warnings(tmp_path: Path) -> None:
+    from ..jupyter_servers import running_jupyter_server
+
+    code = "print('started', flush=True)\nimport time\ntime.sleep(120)"
+    with running_jupyter_server() as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
+        env.update(server_env(server))
+        with subprocess.Popen(
+            [sys.executable, "-c", CHILD_MAIN, "run", *server_args(server), "-c", code],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "started\n"
+            # The server (and with its process group, the kernel) dies.
+            os.killpg(server.pid, signal.SIGKILL)
+            _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 5, stderr
+    assert "Traceback" not in stderr
+    warnings = [line for line in stderr.splitlines() if "[warning" in line]
+    assert any("Could not delete lab session" in line for line in warnings), stderr
+    assert all(len(line) < 400 for line in stderr.splitlines()), stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ("", "Notebook is not JSON: Expecting value: line 1 column 1 (char 0)"),
+        ('{"nbformat": 3, "cells": []}', "Only nbformat 4 notebooks are supported, not 3"),
+    ],
+    ids=["not-json", "nbformat-3"],
+)
+def test_bad_notebook_refused_before_the_local_server_starts(
+    tmp_path: Path, content: str, words: str
+) -> None:
+    path = tmp_path / "bad.ipynb"
+    path.write_text(content)
+    result = nublado_sync("run", "--local", str(path))
+    assert result.returncode == 2
+    assert result.stderr == f"cannot run {path}: {words}\n"
+
+
+def test_bad_notebook_refused_before_a_lab_spawns(hub: TestHub, tmp_path: Path) -> None:
+    path = tmp_path / "bad.ipynb"
+    path.write_text("not a notebook")
+    env = {"NUBLADO_HUB_URL": hub.url, "NUBLADO_USER": "carol"}
+    env["NUBLADO_TOKEN"] = hub.tokens["carol"]
+    assert nublado_sync("status", env=env).stdout == "stopped\n"
+    result = nublado_sync("run", str(path), env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"cannot run {path}: Notebook is not JSON")
+    assert nublado_sync("status", env=env).stdout == "stopped\n"
