@@ -382,7 +382,7 @@ class NubladoClient:
         """
         yield from self._progress(Deadline(None))
 
-    def _progress(self, deadline: Deadline) -> Iterator[SpawnProgressMessage]:
+    def _progress(self, deadline: Deadline, *, log: bool = True) -> Iterator[SpawnProgressMessage]:
         url = self._hub(f"hub/api/users/{self.username}/server/progress")
         try:
             response = self._http.fetch(
@@ -416,12 +416,13 @@ class NubladoClient:
                     # their tests) look for them.
                     elapsed = int(time.monotonic() - started)
                     status = "complete" if message.ready else "in progress"
-                    self._logger.info(
-                        f"Spawn {status} ({elapsed}s elapsed): {message.message}",
-                        elapsed=elapsed,
-                        status=status,
-                        progress=message.progress,
-                    )
+                    if log:
+                        self._logger.info(
+                            f"Spawn {status} ({elapsed}s elapsed): {message.message}",
+                            elapsed=elapsed,
+                            status=status,
+                            progress=message.progress,
+                        )
                     yield message
                     if message.ready or message.failed:
                         return
@@ -468,7 +469,9 @@ class NubladoClient:
             How long to wait; `None` waits as long as the hub keeps the
             progress stream open.
         on_progress
-            Called with each progress event as it arrives.
+            Called with each progress event as it arrives. The events are
+            then left to it: they are not logged (without it, each is
+            logged at info level, as upstream does).
 
         Raises
         ------
@@ -491,7 +494,7 @@ class NubladoClient:
         log: List[str] = []
         last: Optional[SpawnProgressMessage] = None
         try:
-            for message in self._progress(deadline):
+            for message in self._progress(deadline, log=on_progress is None):
                 last = message
                 log.append(message.message)
                 if on_progress is not None:

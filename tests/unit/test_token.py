@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict
 
@@ -105,3 +107,44 @@ def test_tilde_and_real_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("NUBLADO_TOKEN", "from-os-environ")
     assert find_token() == "from-os-environ"
     assert os.environ["NUBLADO_TOKEN"] == "from-os-environ"
+
+
+def _run_command(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
+    clean.pop("ACCESS_TOKEN", None)
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "nublado_sync", "run", "-c", "print(1)", *args],
+        env=clean,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_command_names_the_token_file(tmp_path: Path) -> None:
+    # Refused before anything starts (the hub URL is a closed port).
+    hub = {"NUBLADO_USER": "alice", "NUBLADO_HUB_URL": "http://127.0.0.1:9/"}
+    missing = tmp_path / "missing-token"
+    run = _run_command(tmp_path, "--token-file", str(missing), **hub)
+    assert run.returncode == 2, run.stderr
+    assert f"cannot read the token file {missing}" in run.stderr
+    assert "No such file or directory" in run.stderr
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    run = _run_command(tmp_path, **hub, NUBLADO_TOKEN_FILE=str(empty))
+    assert run.returncode == 2, run.stderr
+    assert f"the token file {empty} (from NUBLADO_TOKEN_FILE) is empty" in run.stderr
+    assert "no token" not in run.stderr
+
+
+def test_command_reads_rubin_mounts(tmp_path: Path) -> None:
+    # Inside a Rubin lab the command finds the mounted token by itself: the
+    # run goes on to the hub (a closed port here), past the token check.
+    env = mounts(tmp_path, secrets="rubin-token-value\n")
+    run = _run_command(tmp_path, NUBLADO_USER="alice", NUBLADO_HUB_URL="http://127.0.0.1:9/", **env)
+    assert "token" not in run.stderr.lower(), run.stderr
+    assert run.returncode != 2, run.stderr
+    assert "rubin-token-value" not in run.stdout + run.stderr
