@@ -5,7 +5,19 @@ from __future__ import annotations
 import datetime
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Type, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Tuple,
+    Type,
+    Union,
+)
 
 from ._arguments import check_duration, check_http_url, check_token
 from ._deadline import Deadline
@@ -21,13 +33,13 @@ from ._exceptions import (
     NubladoUsageError,
     NubladoWebError,
 )
-from ._http import HTTPSession, URLSpace, set_read_timeout
+from ._http import HTTPSession, URLSpace, check_proxies, is_transient, set_read_timeout
 from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._models import NotebookExecutionError, NotebookExecutionResult, SpawnProgressMessage
 from ._reasons import server_message
-from ._retry import RetryPolicy
+from ._retry import RETRY_STATUSES, RetryPolicy
 from ._session_manager import JupyterLabSessionManager
 from ._sse import SSEParser, parse_progress_event
 
@@ -80,6 +92,14 @@ class NubladoClient:
         How requests that failed for a passing reason (connection refused
         or reset, 502, 503, 504) are tried again; `RetryPolicy` ``()`` by
         default, `RetryPolicy.off` to fail at once.
+    proxies
+        Forward proxies for HTTP and the kernel WebSocket alike, by URL
+        scheme (``{"https": "http://proxy:3128"}``, ``http``, ``all``),
+        with an optional ``no_proxy`` entry (comma-separated hosts); they
+        replace the environment's ``HTTPS_PROXY``, ``HTTP_PROXY`` and
+        ``NO_PROXY``, and ``{}`` means no proxy at all. `None` (the
+        default) uses the environment's. Service discovery uses the
+        environment's.
 
     Raises
     ------
@@ -101,6 +121,7 @@ class NubladoClient:
         timeout: datetime.timedelta = datetime.timedelta(seconds=30),
         verify: Union[bool, str] = True,
         retry: Optional[RetryPolicy] = None,
+        proxies: Optional[Mapping[str, str]] = None,
     ) -> None:
         if not username or not isinstance(username, str):
             raise NubladoUsageError("A username is required")
@@ -110,6 +131,7 @@ class NubladoClient:
             check_http_url(hub_url, "hub_url", username)
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise NubladoUsageError("retry must be a RetryPolicy", username)
+        check_proxies(proxies, username)
         self.username = username
         self._logger = (logger or default_logger()).bind(user=username)
         self._hub_url = hub_url.rstrip("/") + "/" if hub_url else None
@@ -123,6 +145,7 @@ class NubladoClient:
             verify=verify,
             logger=self._logger,
             retry=retry,
+            proxies=proxies,
         )
 
     def __repr__(self) -> str:
@@ -287,6 +310,11 @@ class NubladoClient:
     def spawn_lab(self, config: NubladoImage) -> None:
         """Ask the hub to start the user's lab; does not wait for it.
 
+        The form is never sent twice blindly: when its answer is lost (a
+        connection reset, a 502, 503 or 504 from a proxy or ingress), the
+        hub's record of the lab says whether the spawn was accepted, and the
+        form is sent again only if it was not, as the retry policy allows.
+
         Parameters
         ----------
         config
@@ -297,16 +325,49 @@ class NubladoClient:
         NubladoUsageError
             ``config`` is not an image choice.
         NubladoSpawnFormError
-            The spawn failed at once: the hub answered the form with status
-            500. Both a `NubladoSpawnError` and a
-            `NubladoWebError`; the message gives the hub's reason.
+            The spawn failed at once: the hub answered the form with a
+            server error other than 502, 503 or 504. Both a
+            `NubladoSpawnError` and a `NubladoWebError`; the message gives
+            the hub's reason.
         NubladoWebError
-            The hub refused or failed.
+            The hub refused or failed, or stayed unreachable or unavailable
+            (502, 503, 504) for as long as the retry policy allows.
         NubladoRedirectError
             The hub redirected outside the URL space.
         """
         if not isinstance(config, NubladoImage):
             raise NubladoUsageError("spawn_lab takes a NubladoImage", self.username)
+        policy = self._http.retry
+        deadline = Deadline(datetime.timedelta(seconds=policy.request_deadline(self._http.timeout)))
+        retries = 0
+        error = _transient_failure(lambda: self._post_spawn_form(config))
+        while error is not None:
+            retries += 1
+            pause = policy.pause(retries)
+            remaining = deadline.remaining()
+            if retries > policy.retries or (remaining is not None and pause >= remaining):
+                raise error
+            self._logger.info(
+                "Spawn form failed, checking the lab before sending it again",
+                error=str(error).splitlines()[0],
+                retry=retries,
+                pause=round(pause, 3),
+            )
+            self._pause(pause)
+            # The hub may have started the spawn before its answer was lost.
+            try:
+                stopped = self.is_lab_stopped()
+            except NubladoWebError as e:
+                if not is_transient(e):
+                    raise
+                error = e
+                continue
+            if not stopped:
+                self._logger.info("The hub accepted the spawn despite the failed answer")
+                return
+            error = _transient_failure(lambda: self._post_spawn_form(config))
+
+    def _post_spawn_form(self, config: NubladoImage) -> None:
         spawn = self._hub("hub/spawn")
         self._http.fetch("GET", spawn, navigate=True, ok=(200,))
         form = config.to_spawn_form()
@@ -318,11 +379,14 @@ class NubladoClient:
         response = self._http.fetch(
             "POST", spawn, data=form, referer=spawn, follow=False, ok=range(100, 600)
         )
-        if response.status_code == 500:
-            # The hub's own answer when the spawn failed at once; a 502-504
-            # comes from a proxy in front of it, a web error like any other.
+        status = response.status_code
+        if status >= 500 and status not in RETRY_STATUSES:
+            # A spawn that fails within about a second fails the form POST
+            # itself: a spawn failure and a web fault at once. 502-504 come
+            # from a proxy or ingress in front of the hub: web errors, which
+            # spawn_lab may send again.
             raise self._spawn_form_error(response, spawn, started_at)
-        if response.status_code not in (200, 302, 303):
+        if status not in (200, 302, 303):
             raise self._http.status_error(response, started_at)
         response.close()
         self._logger.info("Requested lab spawn", form=config.to_spawn_form())
@@ -366,7 +430,10 @@ class NubladoClient:
         """Yield the spawn's progress events as the hub sends them.
 
         The generator ends after the event that says the lab is ready or
-        that the spawn failed, or when the hub closes the stream.
+        that the spawn failed, or when the hub closes the stream. A stream
+        that breaks (the hub or its proxy restarted) is opened again, as
+        the retry policy allows; events the hub sends again are not
+        repeated.
 
         Yields
         ------
@@ -375,14 +442,90 @@ class NubladoClient:
 
         Raises
         ------
+        NubladoSpawnError
+            The stream broke and the hub no longer has the spawn (a hub
+            restart stops the spawns it ran).
         NubladoWebError
-            The hub refused or failed, or the stream broke.
+            The hub refused or failed, or the stream broke and could not be
+            opened again.
         NubladoProtocolError
             The answer is not an event stream, or an event is malformed.
         """
-        yield from self._progress(Deadline(None))
+        try:
+            yield from self._progress(Deadline(None))
+        except _SpawnGoneError as e:
+            raise NubladoSpawnError(str(e), [], self.username) from None
 
     def _progress(self, deadline: Deadline, *, log: bool = True) -> Iterator[SpawnProgressMessage]:
+        # Each stream replays the spawn's events from its start (Nublado's
+        # and the test hub's do); on a reopened stream those already
+        # yielded are recognised by their order and content, and skipped.
+        seen: List[Tuple[int, str]] = []
+        started = time.monotonic()
+        policy = self._http.retry
+        failures = 0
+        reopened = False
+        while True:
+            skipping, index = reopened, 0
+            try:
+                for message in self._stream(deadline, reopened):
+                    key = (message.progress, message.message)
+                    if skipping and index < len(seen) and seen[index] == key:
+                        index += 1
+                        continue
+                    skipping, failures = False, 0
+                    seen.append(key)
+                    if log:
+                        self._log_progress(message, started)
+                    yield message
+                    if message.ready or message.failed:
+                        return
+            except NubladoWebError as e:
+                if not is_transient(e) or policy.retries == 0:
+                    raise
+                error = e
+            else:
+                # The hub closed the stream: its choice, not a break.
+                return
+            # The stream broke: the hub or a proxy in front of it restarted
+            # or dropped it. Carry on until the deadline, or, without one,
+            # as many times in a row as the policy retries.
+            failures += 1
+            pause = policy.pause(failures)
+            remaining = deadline.remaining()
+            if remaining is None and failures > policy.retries:
+                raise error
+            if remaining is not None and pause >= remaining:
+                raise NubladoTimeoutError(
+                    "Timed out waiting for spawn progress", self.username
+                ) from None
+            self._logger.info(
+                "Spawn progress stream broke, opening it again",
+                error=str(error).splitlines()[0],
+                retry=failures,
+                pause=round(pause, 3),
+            )
+            self._pause(pause)
+            reopened = True
+
+    def _log_progress(self, message: SpawnProgressMessage, started: float) -> None:
+        # Upstream's words, at info level: consumers' logs (and their tests)
+        # look for them.
+        elapsed = int(time.monotonic() - started)
+        status = "complete" if message.ready else "in progress"
+        self._logger.info(
+            f"Spawn {status} ({elapsed}s elapsed): {message.message}",
+            elapsed=elapsed,
+            status=status,
+            progress=message.progress,
+        )
+
+    def _pause(self, seconds: float) -> None:
+        # A cancellation (NubladoClient.cancel) ends a pause at once.
+        self._http.cancellation.event.wait(seconds)
+        self._http.cancellation.check()
+
+    def _stream(self, deadline: Deadline, reopened: bool) -> Iterator[SpawnProgressMessage]:
         url = self._hub(f"hub/api/users/{self.username}/server/progress")
         try:
             response = self._http.fetch(
@@ -393,11 +536,20 @@ class NubladoClient:
                 ok=(200,),
                 stream=True,
                 timeout=deadline.bound(self._http.timeout),
+                deadline=deadline.remaining(),
             )
-        except NubladoWebError:
+        except NubladoWebError as e:
             if deadline.expired():
                 raise NubladoTimeoutError(
                     "Timed out waiting for spawn progress", self.username
+                ) from None
+            if reopened and e.status == 400:
+                # The hub answers 400 when the lab is neither starting nor
+                # running nor failed: it forgot the spawn, as a restarted
+                # hub does.
+                raise _SpawnGoneError(
+                    "The spawn ended without a result: the hub restarted or"
+                    " stopped the lab while it was starting"
                 ) from None
             raise
         with response:
@@ -408,24 +560,9 @@ class NubladoClient:
                     self.username,
                 )
             parser = SSEParser()
-            started = time.monotonic()
             for chunk in self._chunks(response, deadline):
                 for data in parser.feed(chunk):
-                    message = parse_progress_event(data)
-                    # Upstream's words, at info level: consumers' logs (and
-                    # their tests) look for them.
-                    elapsed = int(time.monotonic() - started)
-                    status = "complete" if message.ready else "in progress"
-                    if log:
-                        self._logger.info(
-                            f"Spawn {status} ({elapsed}s elapsed): {message.message}",
-                            elapsed=elapsed,
-                            status=status,
-                            progress=message.progress,
-                        )
-                    yield message
-                    if message.ready or message.failed:
-                        return
+                    yield parse_progress_event(data)
 
     def _chunks(self, response: requests.Response, deadline: Deadline) -> Iterator[bytes]:
         raw = response.raw
@@ -482,11 +619,18 @@ class NubladoClient:
             `NubladoTimeoutError`); ``log`` has every progress message.
         NubladoSpawnError
             The spawn failed or the stream ended without the lab being
-            ready; ``log`` has every progress message.
+            ready, or the hub restarted and forgot the spawn; ``log`` has
+            every progress message.
         NubladoWebError
             The hub refused or failed.
         NubladoProtocolError
             The progress stream is malformed.
+
+        Notes
+        -----
+        A progress stream that breaks (the hub or a proxy restarted) is
+        opened again until the timeout, or, without one, as many times in
+        a row as the retry policy allows.
         """
         check_duration(timeout, "timeout", self.username, optional=True)
         deadline = Deadline(timeout)
@@ -501,6 +645,8 @@ class NubladoClient:
                     on_progress(message)
                 if message.ready:
                     return
+        except _SpawnGoneError as e:
+            raise NubladoSpawnError(str(e), log, self.username, started_at=started_at) from None
         except NubladoTimeoutError:
             assert timeout is not None
             raise NubladoSpawnTimeoutError(
@@ -559,10 +705,9 @@ class NubladoClient:
                 raise NubladoTimeoutError(
                     f"Lab still running after {timeout.total_seconds():.0f}s", self.username
                 )
-            # Polling the hub's record is the only way to learn of the stop;
-            # a cancellation ends the pause at once.
-            self._http.cancellation.event.wait(deadline.bound(_STOP_POLL))
-            self._http.cancellation.check()
+            # Polling the hub's record is the only way to learn of the stop.
+            # A cancellation ends the pause at once.
+            self._pause(deadline.bound(_STOP_POLL))
 
     # The lab
 
@@ -710,6 +855,21 @@ class NubladoClient:
             logger=self._logger,
             **session_options,
         )
+
+
+class _SpawnGoneError(Exception):
+    """The hub no longer has the spawn whose progress was being read."""
+
+
+def _transient_failure(call: Callable[[], None]) -> Optional[NubladoWebError]:
+    """Run ``call``; return its failure if it may pass, raise any other."""
+    try:
+        call()
+    except NubladoWebError as e:
+        if not is_transient(e):
+            raise
+        return e
+    return None
 
 
 def _notebook_result(answer: Dict[str, Any], user: str) -> NotebookExecutionResult:

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any, Collection, Dict, Mapping, Optional, Unio
 from urllib.parse import urljoin, urlsplit
 
 from ._cancel import Cancellation
-from ._exceptions import NubladoRedirectError, NubladoWebError
+from ._exceptions import NubladoRedirectError, NubladoUsageError, NubladoWebError
 from ._logging import Logger
 from ._reasons import server_message, status_explanation, transport_failure
 from ._redact import redact_secrets, redact_url
-from ._retry import RetryPolicy
+from ._retry import RETRY_STATUSES, RetryPolicy
 
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["BearerAuth", "HTTPSession", "URLSpace"]
+__all__ = ["BearerAuth", "HTTPSession", "URLSpace", "check_proxies", "is_transient"]
 
 # How much of an error body to keep: enough for a traceback or an HTML
 # error page's message, not a whole page.
@@ -62,6 +62,76 @@ def set_read_timeout(response: requests.Response, seconds: float) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.settimeout(max(seconds, 0.001))
+
+
+def check_proxies(proxies: Optional[Mapping[str, str]], user: Optional[str]) -> None:
+    """Refuse a ``proxies`` setting that is not scheme keys to proxy URLs.
+
+    Raises
+    ------
+    NubladoUsageError
+        It is not a mapping of strings to ``http(s)://`` URLs.
+    """
+    if proxies is None:
+        return
+    if not isinstance(proxies, Mapping):
+        raise NubladoUsageError(
+            "proxies must be a mapping such as {'https': 'http://proxy:3128'}", user
+        )
+    for key, value in proxies.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise NubladoUsageError("proxies must map strings to strings", user)
+        if key != "no_proxy" and not value.startswith(("http://", "https://")):
+            raise NubladoUsageError(
+                f"proxies[{key!r}] must be an http:// or https:// proxy URL, not"
+                f" {redact_proxy(value)!r}",
+                user,
+            )
+
+
+def redact_proxy(url: str) -> str:
+    """Return a proxy URL without its password, for a message."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:<redacted>@{parts.hostname}" + (
+        f":{parts.port}" if parts.port else ""
+    )
+    return parts._replace(netloc=netloc).geturl()
+
+
+def is_transient(error: NubladoWebError) -> bool:
+    """Tell whether a failed request may succeed if sent again a little later.
+
+    It may when the answer was 502, 503 or 504 (a gateway whose backend is
+    restarting), or when the connection failed or broke (refused, reset,
+    closed before an answer). A read timeout is not transient: the server
+    may still be working on the request, and sending it again could do the
+    work twice.
+    """
+    import http.client
+
+    import requests
+    import urllib3
+
+    if error.status is not None:
+        return error.status in RETRY_STATUSES
+    # request() raises from None, which hides the cause from tracebacks
+    # but keeps it as the context.
+    cause = error.__context__
+    if isinstance(cause, requests.ConnectTimeout):
+        return True
+    if isinstance(cause, requests.Timeout):
+        return False
+    if isinstance(cause, requests.ConnectionError):
+        # After urllib3 gave up retrying, the last failure is the reason.
+        reason = getattr(cause.args[0] if cause.args else None, "reason", None)
+        return not isinstance(reason, urllib3.exceptions.ReadTimeoutError)
+    # A body cut short: urllib3 2 reports ProtocolError, 1.26 may let
+    # http.client's IncompleteRead through.
+    return isinstance(
+        cause, (urllib3.exceptions.ProtocolError, http.client.IncompleteRead, ConnectionError)
+    )
 
 
 class URLSpace:
@@ -143,6 +213,11 @@ class HTTPSession:
         Logger to use.
     retry
         How requests that failed for a passing reason are tried again.
+    proxies
+        Forward proxies by URL scheme (``http``, ``https``, ``all``) and an
+        optional ``no_proxy`` list, replacing the environment's; `None` to
+        use the environment's (``HTTPS_PROXY``, ``HTTP_PROXY``,
+        ``NO_PROXY``, as requests reads them).
     """
 
     def __init__(
@@ -154,6 +229,7 @@ class HTTPSession:
         verify: Union[bool, str] = True,
         logger: Logger,
         retry: Optional[RetryPolicy] = None,
+        proxies: Optional[Mapping[str, str]] = None,
     ) -> None:
         # Imported on first use: `import nublado_sync` stays cheap for cold
         # starts (cron), and requests is the largest import of all.
@@ -171,6 +247,12 @@ class HTTPSession:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.verify = verify
+        # The proxy of each request is chosen by proxy_for, the same way as
+        # for the WebSocket; requests must not add the environment's again.
+        # (.netrc and the CA variables, also read only with trust_env, are
+        # replaced by BearerAuth and ca_bundle.)
+        self.session.trust_env = False
+        self._proxies = None if proxies is None else dict(proxies)
         self.verify = verify
         self._auth = BearerAuth(token)
         self._token = token
@@ -182,6 +264,11 @@ class HTTPSession:
 
     def __repr__(self) -> str:
         return f"<HTTPSession user={self.user!r}>"
+
+    @property
+    def logger(self) -> Logger:
+        """The logger of the client this session belongs to."""
+        return self._logger
 
     @property
     def token(self) -> str:
@@ -221,6 +308,66 @@ class HTTPSession:
         if os.path.isdir(bundle):
             return {"ca_cert_path": bundle}
         return {"ca_certs": bundle}
+
+    def proxy_for(self, url: str) -> Optional[str]:
+        """Return the URL of the forward proxy for a URL, or `None` to go direct.
+
+        From the explicit ``proxies`` when given, else from the environment
+        with requests' rules: ``NO_PROXY`` (host names, their subdomains,
+        addresses and CIDR ranges, or ``*``) is honoured, and nothing else
+        is exempt, not even ``localhost``. Both HTTP and the kernel
+        WebSocket use this one answer.
+        """
+        from requests.utils import get_environ_proxies, select_proxy, should_bypass_proxies
+
+        if self._proxies is None:
+            proxies = get_environ_proxies(url)
+        else:
+            proxies = dict(self._proxies)
+            no_proxy = proxies.pop("no_proxy", None)
+            if no_proxy and should_bypass_proxies(url, no_proxy=no_proxy):
+                return None
+        return select_proxy(url, proxies) or None
+
+    def websocket_proxy_options(self, url: str) -> Dict[str, Any]:
+        """Proxy options for websocket-client that agree with `proxy_for`.
+
+        websocket-client reads the proxy variables itself, by other rules
+        (lower case first, its own ``no_proxy`` matching), whenever it is
+        not told: it is always told. An HTTP proxy is reached with
+        ``CONNECT``, for ``ws`` and ``wss`` alike.
+
+        Parameters
+        ----------
+        url
+            The ``ws://`` or ``wss://`` URL.
+        """
+        from urllib.parse import unquote
+
+        parts = urlsplit(url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        proxy = self.proxy_for(parts._replace(scheme=scheme).geturl())
+        if proxy is None:
+            # Its no_proxy list is read only when a proxy host is set; "*"
+            # then says: no proxy for any host.
+            return {"http_proxy_host": "none", "http_proxy_port": 1, "http_no_proxy": ["*"]}
+        target = urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        if target.scheme not in ("http", "https") or not target.hostname:
+            raise NubladoWebError(
+                f"Unsupported proxy for the WebSocket: {redact_proxy(proxy)}", self.user
+            )
+        auth = None
+        if target.username is not None:
+            auth = (unquote(target.username), unquote(target.password or ""))
+        return {
+            "http_proxy_host": target.hostname,
+            "http_proxy_port": target.port or (443 if target.scheme == "https" else 80),
+            "http_proxy_auth": auth,
+            "proxy_type": "http",
+            # A list naming no host: an empty one would make it read
+            # NO_PROXY from the environment and decide again.
+            "http_no_proxy": [""],
+        }
 
     def redact(self, text: str) -> str:
         """Remove the token from text bound for a log or an exception."""
@@ -294,6 +441,7 @@ class HTTPSession:
         self.cancellation.check()
         self.cancellation.track(self.session.get_adapter(url))
         try:
+            proxy = self.proxy_for(url)
             with request_deadline(retry_deadline):
                 response = self.session.request(
                     method,
@@ -312,6 +460,7 @@ class HTTPSession:
                         connect=self.timeout, read=read_timeout
                     ),
                     allow_redirects=False,
+                    proxies={"http": proxy, "https": proxy} if proxy else {},
                     # Always streamed: requests reads a body with a timeout
                     # per read, so a server trickling an endless body would
                     # hold the call forever; _read_body reads it under one

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Optional, Tuple, Union
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from ._deadline import Deadline
 from ._exceptions import NubladoProtocolError, NubladoWebError
-from ._http import HTTPSession
+from ._http import HTTPSession, is_transient
 
 if TYPE_CHECKING:
     import requests
@@ -141,11 +144,12 @@ class LabAPI:
         """
         kernel: Dict[str, str] = {"name": kernel_name} if kernel_name else {}
         # A console session with a unique path is the one type every server
-        # (jupyter-server-documents included) can also delete again.
+        # (jupyter-server-documents included) can also delete again, and
+        # the path finds it again when the answer is lost.
         path = uuid.uuid4().hex
         body = {"kernel": kernel, "name": notebook_name or "", "path": path, "type": "console"}
         try:
-            answer = self._json("POST", "api/sessions", body)
+            answer = self._create_once(path, body)
         except BaseException:
             # The answer was lost (a timeout, a dropped connection, Ctrl-C),
             # but the server may have made the session and its kernel.
@@ -162,6 +166,50 @@ class LabAPI:
                 "Session creation answer lacks the session or kernel id", self.http.user
             ) from e
         return session_id, kernel_id
+
+    def _create_once(self, path: str, body: Dict[str, Any]) -> Any:
+        # Sent again only when the failure may pass (see is_transient) and
+        # the server has no session with our path: never two kernels.
+        policy = self.http.retry
+        deadline = Deadline(datetime.timedelta(seconds=policy.request_deadline(self.http.timeout)))
+        retries = 0
+        while True:
+            try:
+                return self._json("POST", "api/sessions", body)
+            except NubladoWebError as e:
+                if not is_transient(e):
+                    raise
+                error = e
+            while True:
+                retries += 1
+                pause = policy.pause(retries)
+                remaining = deadline.remaining()
+                if retries > policy.retries or (remaining is not None and pause >= remaining):
+                    raise error
+                self.http.logger.info(
+                    "Session creation failed, looking for the session before asking again",
+                    error=str(error).splitlines()[0],
+                    retry=retries,
+                    pause=round(pause, 3),
+                )
+                time.sleep(pause)
+                try:
+                    found = self._find_by_path(path)
+                except NubladoWebError as e:
+                    if not is_transient(e):
+                        raise
+                    error = e
+                    continue
+                if found is not None:
+                    self.http.logger.info("Found the session the lost answer was for")
+                    return found
+                break
+
+    def _find_by_path(self, path: str) -> Optional[Dict[str, Any]]:
+        for session in self.list_sessions():
+            if isinstance(session, dict) and session.get("path") == path:
+                return session
+        return None
 
     def _delete_by_path(self, path: str) -> None:
         # The server may have created the session even though its answer is

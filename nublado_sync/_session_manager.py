@@ -6,7 +6,7 @@ import datetime
 import time
 import uuid
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, List, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Type, Union
 
 from ._arguments import check_duration, check_http_url, check_message_size, check_token
 from ._deadline import Deadline
@@ -17,7 +17,7 @@ from ._exceptions import (
     NubladoWebError,
     NubladoWebSocketError,
 )
-from ._http import HTTPSession
+from ._http import HTTPSession, check_proxies
 from ._interrupts import deferred_interrupts
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
@@ -272,6 +272,8 @@ class JupyterLabSessionManager:
                 # Python and costs about a second per 5 MB.
                 skip_utf8_validation=True,
                 sslopt=self._api.http.websocket_sslopt(),
+                # The forward proxy the HTTP requests use, if any.
+                **self._api.http.websocket_proxy_options(url),
             )
         except websocket.WebSocketTimeoutException as e:
             raise NubladoTimeoutError(
@@ -378,6 +380,7 @@ def open_lab_session(
     verify: Union[bool, str] = True,
     logger: Optional[Logger] = None,
     retry: Optional[RetryPolicy] = None,
+    proxies: Optional[Mapping[str, str]] = None,
     **session_options: Any,
 ) -> JupyterLabSessionManager:
     """Open a kernel session on any Jupyter server, without a hub.
@@ -414,6 +417,13 @@ def open_lab_session(
     retry
         How requests that failed for a passing reason are tried again;
         `RetryPolicy` ``()`` by default, `RetryPolicy.off` to fail at once.
+    proxies
+        Forward proxies for HTTP and the WebSocket alike, by URL scheme
+        (``{"https": "http://proxy:3128"}``, ``http``, ``all``), with an
+        optional ``no_proxy`` entry (comma-separated hosts); they replace
+        the environment's ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY``,
+        and ``{}`` means no proxy at all. `None` (the default) uses the
+        environment's.
     **session_options
         Passed to `JupyterLabSession` (``keepalive_interval``,
         ``heartbeat_interval``, ``heartbeat_timeout``).
@@ -429,14 +439,16 @@ def open_lab_session(
         An argument is invalid: a URL that is not http(s), a token too short
         to be real (under 8 characters) or holding white space, a timeout
         that is not a positive `datetime.timedelta`, a
-        ``max_websocket_size`` under 64 KiB, or a ``retry`` that is not a
-        `RetryPolicy`.
+        ``max_websocket_size`` under 64 KiB, a ``retry`` that is not a
+        `RetryPolicy`, or ``proxies`` that are not a mapping of strings to
+        proxy URLs.
     """
     check_http_url(url, "url", username)
     check_token(token, username)
     check_duration(timeout, "timeout", username)
     if retry is not None and not isinstance(retry, RetryPolicy):
         raise NubladoUsageError("retry must be a RetryPolicy", username)
+    check_proxies(proxies, username)
     name = username or "jupyter"
     logger = logger or default_logger()
     http = HTTPSession(
@@ -446,6 +458,7 @@ def open_lab_session(
         verify=verify,
         logger=logger,
         retry=retry,
+        proxies=proxies,
     )
     return JupyterLabSessionManager(
         username=name,

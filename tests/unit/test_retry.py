@@ -6,14 +6,24 @@ import datetime
 import json
 import socket
 import time
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 
-from nublado_sync import NubladoClient, NubladoUsageError, NubladoWebError, RetryPolicy
+from nublado_sync import (
+    JupyterLabSessionManager,
+    NubladoClient,
+    NubladoImageByClass,
+    NubladoSpawnError,
+    NubladoSpawnTimeoutError,
+    NubladoUsageError,
+    NubladoWebError,
+    RetryPolicy,
+    open_lab_session,
+)
 
 from ..log_capture import LogCapture
-from ..rogue_http import Reply, RogueServer, running_rogue_server
+from ..rogue_http import Reply, RogueServer, reset, running_rogue_server
 
 TOKEN = "canary-token-retry-7d2e"
 
@@ -254,3 +264,199 @@ def test_connection_refused_is_retried_until_the_timeout() -> None:
     assert "ConnectionError" in str(info.value) or "refused" in str(info.value).lower()
     retries = [line for line in log.lines if "Retrying HTTP request" in line]
     assert len(retries) >= 2
+
+
+# Steps that change something: looked at before they are sent again
+
+SPAWN = "/hub/spawn"
+USER = "/hub/api/users/alice"
+PROGRESS = "/hub/api/users/alice/server/progress"
+JSON = {"Content-Type": "application/json"}
+
+
+def _user(servers: dict) -> Reply:  # type: ignore[type-arg]
+    return Reply(200, JSON, json.dumps({"name": "alice", "servers": servers}).encode())
+
+
+def _spawn_routes(rogue: RogueServer, faults: list, running_after: bool) -> None:  # type: ignore[type-arg]
+    """The spawn page; its form POST meets ``faults``, then is accepted."""
+    rogue.flaky("/post", faults, lambda _: Reply(302, {"Location": "/hub/spawn-pending/alice"}))
+    post = rogue.routes.pop("/post")
+
+    def spawn(handler: Any) -> Optional[Reply]:
+        if handler.command == "GET":
+            return Reply(200, body=b"<form>")
+        return post(handler)
+
+    rogue.routes[SPAWN] = spawn
+    rogue.route(USER, _user({"": {"pending": "spawn"}} if running_after else {}))
+
+
+def _methods(rogue: RogueServer, path: str) -> list:  # type: ignore[type-arg]
+    return [s.method for s in rogue.seen if s.path.split("?")[0] == path]
+
+
+def test_spawn_form_answer_lost_but_spawn_started_is_not_sent_again(rogue: RogueServer) -> None:
+    _spawn_routes(rogue, [RESET], running_after=True)
+    with client(rogue) as c:
+        c.spawn_lab(NubladoImageByClass())
+    assert _methods(rogue, SPAWN) == ["GET", "POST"]
+    assert _methods(rogue, USER) == ["GET"]
+
+
+@pytest.mark.parametrize("fault", [RESET, UNAVAILABLE, Reply(502)], ids=["reset", "503", "502"])
+def test_spawn_form_not_accepted_is_sent_again(rogue: RogueServer, fault: Optional[Reply]) -> None:
+    _spawn_routes(rogue, [fault], running_after=False)
+    with client(rogue) as c:
+        c.spawn_lab(NubladoImageByClass())
+    assert _methods(rogue, SPAWN) == ["GET", "POST", "GET", "POST"]
+    assert _methods(rogue, USER) == ["GET"]
+
+
+def test_spawn_form_503_that_persists_is_a_web_error(rogue: RogueServer) -> None:
+    _spawn_routes(rogue, [UNAVAILABLE] * 100, running_after=False)
+    start = time.monotonic()
+    with client(rogue, timeout=2.0) as c, pytest.raises(NubladoWebError) as info:
+        c.spawn_lab(NubladoImageByClass())
+    assert not isinstance(info.value, NubladoSpawnError)
+    assert info.value.status == 503
+    # The policy's deadline (the HTTP timeout) for the retries, plus the
+    # last try.
+    assert time.monotonic() - start < 2 * 2.0 + MARGIN
+    assert _methods(rogue, SPAWN).count("POST") > 1
+
+
+def test_spawn_form_500_is_still_a_spawn_failure(rogue: RogueServer) -> None:
+    _spawn_routes(rogue, [Reply(500, body=b"spawn failed")], running_after=False)
+    with client(rogue) as c, pytest.raises(NubladoSpawnError):
+        c.spawn_lab(NubladoImageByClass())
+    assert _methods(rogue, SPAWN) == ["GET", "POST"]
+
+
+def _lab(rogue: RogueServer) -> JupyterLabSessionManager:
+    return open_lab_session(rogue.url, TOKEN, kernel_name="k", timeout=seconds(10))
+
+
+def _lab_routes(rogue: RogueServer, faults: list, create: bool) -> list:  # type: ignore[type-arg]
+    """A lab whose session POST meets ``faults`` (creating the session anyway if ``create``)."""
+    sessions: list = []  # type: ignore[type-arg]
+    posts: list = []  # type: ignore[type-arg]
+
+    def make(handler: Any) -> dict:  # type: ignore[type-arg]
+        body = json.loads(handler.body)
+        model = {"id": f"s{len(sessions)}", "path": body["path"], "kernel": {"id": "k1"}}
+        sessions.append(model)
+        return model
+
+    pending = list(faults)
+
+    def api(handler: Any) -> Optional[Reply]:
+        if handler.command == "GET":
+            return Reply(200, JSON, json.dumps(sessions).encode())
+        posts.append(1)
+        if pending:
+            fault = pending.pop(0)
+            if create:
+                make(handler)
+            if fault is None:
+                reset(handler)
+                return None
+            return fault
+        return Reply(201, JSON, json.dumps(make(handler)).encode())
+
+    def delete(handler: Any) -> Reply:
+        sessions.clear()
+        return Reply(204)
+
+    rogue.routes["/api/sessions"] = api
+    rogue.routes["/api/sessions/s0"] = delete
+    rogue.routes["/api/sessions/s1"] = delete
+    return sessions
+
+
+def test_session_post_answer_lost_finds_the_session(rogue: RogueServer) -> None:
+    sessions = _lab_routes(rogue, [RESET], create=True)
+    manager = _lab(rogue)
+    manager._api.create_session(kernel_name="k", notebook_name=None)
+    assert len(sessions) == 1
+    assert _methods(rogue, "/api/sessions") == ["POST", "GET"]
+
+
+@pytest.mark.parametrize("fault", [RESET, UNAVAILABLE], ids=["reset", "503"])
+def test_session_post_not_received_is_sent_again(
+    rogue: RogueServer, fault: Optional[Reply]
+) -> None:
+    sessions = _lab_routes(rogue, [fault], create=False)
+    manager = _lab(rogue)
+    ids = manager._api.create_session(kernel_name="k", notebook_name=None)
+    assert ids == ("s0", "k1")
+    assert len(sessions) == 1
+    assert _methods(rogue, "/api/sessions") == ["POST", "GET", "POST"]
+
+
+# The spawn progress stream
+
+
+READY = b'data: {"progress": 100, "ready": true, "message": "ready"}\n\n'
+EVENTS = b'data: {"progress": 10, "message": "one"}\n\ndata: {"progress": 50, "message": "two"}\n\n'
+
+
+def _broken_stream(handler: Any) -> None:
+    """Two events, then the connection drops mid-stream (a hub restart)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream")
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    handler.wfile.write(b"%x\r\n%s\r\n" % (len(EVENTS), EVENTS))
+    handler.wfile.flush()
+    reset(handler)
+
+
+def test_broken_progress_stream_is_opened_again(rogue: RogueServer) -> None:
+    replay = EVENTS + b'data: {"progress": 90, "message": "three"}\n\n' + READY
+    rogue.flaky(
+        PROGRESS,
+        [],
+        lambda h: (
+            _broken_stream(h)
+            if len(rogue.paths()) == 1
+            else Reply(200, {"Content-Type": "text/event-stream"}, replay)
+        ),
+    )
+    seen: list = []  # type: ignore[type-arg]
+    log = LogCapture()
+    with client(rogue, log=log) as c:
+        c.wait_for_spawn(seconds(30), on_progress=lambda m: seen.append(m.message))
+    # Each event once, though the second stream replayed the first two.
+    assert seen == ["one", "two", "three", "ready"]
+    assert rogue.paths() == [PROGRESS, PROGRESS]
+    assert any("Spawn progress stream broke" in line for line in log.lines)
+
+
+def test_progress_of_a_spawn_the_restarted_hub_forgot(rogue: RogueServer) -> None:
+    rogue.flaky(
+        PROGRESS,
+        [],
+        lambda h: (
+            _broken_stream(h)
+            if len(rogue.paths()) == 1
+            else Reply(400, JSON, b'{"status": 400, "message": "alice is not starting..."}')
+        ),
+    )
+    with client(rogue) as c, pytest.raises(NubladoSpawnError) as info:
+        c.wait_for_spawn(seconds(30))
+    assert "restarted" in str(info.value)
+    assert info.value.log == ["one", "two"]
+    with client(rogue) as c, pytest.raises(NubladoWebError) as web:
+        list(c.watch_spawn_progress())
+    # A first stream answered 400 is the hub saying no spawn is going on.
+    assert web.value.status == 400
+
+
+def test_progress_reopening_ends_by_the_deadline(rogue: RogueServer) -> None:
+    rogue.routes[PROGRESS] = _broken_stream  # type: ignore[assignment]
+    start = time.monotonic()
+    with client(rogue) as c, pytest.raises(NubladoSpawnTimeoutError):
+        c.wait_for_spawn(seconds(3))
+    assert time.monotonic() - start < 3 + MARGIN
+    assert len(rogue.paths()) > 1
