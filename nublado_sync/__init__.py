@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from . import _lazy
 
 if TYPE_CHECKING:
+    from ._batch import BatchResult, NotebookOutcome, NotebookRun, find_notebooks, run_notebooks
     from ._client import NubladoClient
     from ._discovery import DiscoveryClient
     from ._exceptions import (
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
         NubladoImageClass,
         NubladoImageSize,
     )
+    from ._junit import junit_xml, write_junit_xml
     from ._models import (
         CodeContext,
         ExecutionResult,
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchResult",
     "CodeContext",
     "DiscoveryClient",
     "ExecutionResult",
@@ -71,6 +74,8 @@ __all__ = [
     "JupyterLabSessionManager",
     "NotebookExecutionError",
     "NotebookExecutionResult",
+    "NotebookOutcome",
+    "NotebookRun",
     "NubladoCancelledError",
     "NubladoDiscoveryError",
     "NubladoError",
@@ -104,9 +109,13 @@ __all__ = [
     "SpawnProgressMessage",
     "__version__",
     "execute_notebook",
+    "find_notebooks",
     "find_token",
+    "junit_xml",
     "open_lab_session",
+    "run_notebooks",
     "sentry_before_send",
+    "write_junit_xml",
 ]
 
 # Where each public name lives. Names are imported on first use so that
@@ -114,6 +123,7 @@ __all__ = [
 # request to the lab goes out before the kernel protocol modules load)
 # stays cheap; see docs/benchmarks.rst.
 _EXPORTS = {
+    "BatchResult": "_batch",
     "CodeContext": "_models",
     "DiscoveryClient": "_discovery",
     "ExecutionResult": "_models",
@@ -121,6 +131,8 @@ _EXPORTS = {
     "JupyterLabSessionManager": "_session_manager",
     "NotebookExecutionError": "_models",
     "NotebookExecutionResult": "_models",
+    "NotebookOutcome": "_batch",
+    "NotebookRun": "_batch",
     "NubladoCancelledError": "_exceptions",
     "NubladoClient": "_client",
     "NubladoDiscoveryError": "_exceptions",
@@ -153,9 +165,13 @@ _EXPORTS = {
     "SlackTextField": "_reports",
     "SpawnProgressMessage": "_models",
     "execute_notebook": "_notebooks._runner",
+    "find_notebooks": "_batch",
     "find_token": "_token",
+    "junit_xml": "_junit",
     "open_lab_session": "_session_manager",
+    "run_notebooks": "_batch",
     "sentry_before_send": "_reports",
+    "write_junit_xml": "_junit",
 }
 
 __getattr__, __dir__ = _lazy.attach(__name__, _EXPORTS)

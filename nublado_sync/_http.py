@@ -15,7 +15,7 @@ import datetime
 import os
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Collection, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Mapping, Optional, Union
 from urllib.parse import urljoin, urlsplit
 
 from ._cancel import Cancellation
@@ -28,7 +28,14 @@ from ._retry import RETRY_STATUSES, RetryPolicy
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["BearerAuth", "HTTPSession", "URLSpace", "check_proxies", "is_transient"]
+__all__ = [
+    "BearerAuth",
+    "HTTPSession",
+    "URLSpace",
+    "check_proxies",
+    "is_transient",
+    "response_observers",
+]
 
 # How much of an error body to keep: enough for a traceback or an HTML
 # error page's message, not a whole page.
@@ -45,6 +52,13 @@ _CHUNK = 65536
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(tz=datetime.timezone.utc)
+
+
+# Called with every response before its status is looked at. Empty unless
+# the testing kit runs in this process: it adds one that turns the calls its
+# fake hub saw out of order into AssertionError in the calling thread, as the
+# async client's kit does (see nublado_sync/testing/_order.py).
+response_observers: List[Callable[[requests.Response], None]] = []
 
 
 def set_read_timeout(response: requests.Response, seconds: float) -> None:
@@ -495,6 +509,8 @@ class HTTPSession:
         self._logger.debug(
             "HTTP request", method=method, url=redact_url(url), status=response.status_code
         )
+        for observe in response_observers:
+            observe(response)
         if response.status_code not in ok:
             raise self.status_error(response, started_at)
         return response

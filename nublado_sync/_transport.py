@@ -307,8 +307,7 @@ class KernelSocket:
         the owner.
         """
         self._aborted = error
-        sock = self._ws.sock
-        shutdown_socket(getattr(sock, "_sock", sock))
+        self.cut()
 
     def send(self, msg: KernelMessage, timeout: Optional[float]) -> None:
         """Send one message, waiting at most ``timeout`` seconds.
@@ -447,6 +446,19 @@ class KernelSocket:
                     self.pong()
                 finally:
                     self.io_lock.release()
+
+    def cut(self) -> None:
+        """Shut the connection down from any thread; never raises.
+
+        A read in progress in another thread ends at once (with
+        `NubladoWebSocketError`), as does every later read or send. The
+        thread using the connection still calls `close` to release it.
+        """
+        self._stop.set()
+        # Below TLS: SSLSocket.shutdown also drops the TLS state, which the
+        # blocked reader may still be using (see _cancel.shutdown_socket).
+        sock = self._ws.sock
+        shutdown_socket(getattr(sock, "_sock", sock))
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the keepalive and close the connection.
