@@ -379,8 +379,10 @@ def test_spawn_form_error_is_both_kinds(client: NubladoClient, mock_jupyter: Moc
     exc = info.value
     assert isinstance(exc, NubladoSpawnError)
     assert isinstance(exc, NubladoWebError)
-    assert exc.message.startswith("Spawn failed: the hub answered POST ")
-    assert "with status 500" in exc.message
+    # The reason comes from the progress stream, as JupyterHub reports it.
+    assert exc.message.startswith("Spawn failed: the spawner failed (fail_on SPAWN)")
+    assert exc.message.endswith("hub/spawn with status 500)")
+    assert exc.log == ["Spawn failed: the spawner failed (fail_on SPAWN)"]
     assert "<" not in str(exc)  # words, not a page
     assert pickle.loads(pickle.dumps(exc)).log == exc.log
 
