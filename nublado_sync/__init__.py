@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         SpawnProgressMessage,
     )
     from ._notebooks._runner import execute_notebook
+    from ._reconnect import ReconnectPolicy
     from ._reports import (
         SentryEventInfo,
         SlackCodeBlock,
@@ -100,6 +101,7 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "ReconnectPolicy",
     "RetryPolicy",
     "SentryEventInfo",
     "SlackCodeBlock",
@@ -157,6 +159,7 @@ _EXPORTS = {
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "ReconnectPolicy": "_reconnect",
     "RetryPolicy": "_retry",
     "SentryEventInfo": "_reports",
     "SlackCodeBlock": "_reports",

@@ -526,7 +526,7 @@ class HTTPSession:
             if remaining <= 0:
                 response.close()
                 raise NubladoWebError(
-                    f"The answer did not end within {seconds:.0f}s (read timeout)"
+                    f"Read timeout: the answer did not end within {seconds:.0f}s"
                     f" ({response.request.method} {response.url})",
                     self.user,
                     method=response.request.method,
