@@ -520,7 +520,7 @@ class NubladoWebError(NubladoError):
     Attributes
     ----------
     body : str or None
-        Redacted response body (its first 4 kB). ``str()`` shows only the
+        Redacted response body (its first 64 kB). ``str()`` shows only the
         server's message from it: a JSON error's ``message``, or an HTML
         error page's error text.
     method : str or None

@@ -38,8 +38,9 @@ __all__ = [
 ]
 
 # How much of an error body to keep: enough for a traceback or an HTML
-# error page's message, not a whole page.
-_MAX_ERROR_BODY = 4096
+# error page down to its message (JupyterHub's comes after some 6 kB of
+# head), not an endless stream.
+_MAX_ERROR_BODY = 65536
 
 # The lab login is the longest chain: about six hops, two of them to the
 # same URL (the OAuth round trip returns to where it started).

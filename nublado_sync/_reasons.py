@@ -99,14 +99,17 @@ def server_message(body: Optional[str], content_type: str = "") -> Optional[str]
 def token_refused(status: int, message: Optional[str]) -> bool:
     """Tell whether an error answer means the server did not accept the token.
 
-    401 always does. A Jupyter server that does not recognise the token
-    treats the request as a browser's, and then refuses a POST for its
-    missing XSRF form field (``'_xsrf' argument missing from POST``, 403):
-    with a token that was accepted, no XSRF check is made.
+    401 always does; so does a 403 whose message is about the token (a
+    hub's login handler: ``Unknown token``). A Jupyter server that does not
+    recognise the token treats the request as a browser's, and then refuses
+    a POST for its missing XSRF form field (``'_xsrf' argument missing from
+    POST``, 403): with a token that was accepted, no XSRF check is made.
     """
     if status == 401:
         return True
-    return status == 403 and message is not None and "_xsrf" in message
+    if status != 403 or message is None:
+        return False
+    return "_xsrf" in message or "token" in message.lower()
 
 
 def status_explanation(status: int, message: Optional[str]) -> Optional[str]:
