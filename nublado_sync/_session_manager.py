@@ -113,6 +113,10 @@ class JupyterLabSessionManager:
         self._session_id: Optional[str] = None
         self._kernel_id: Optional[str] = None
         self._session: Optional[JupyterLabSession] = None
+        # The WebSocket's ``session_id``, kept for the session's lifetime:
+        # stock jupyter_server replays what the kernel sent while the socket
+        # was down only to a connection with the same one.
+        self._client_id = uuid.uuid4().hex
 
     def __repr__(self) -> str:
         return (
@@ -153,6 +157,8 @@ class JupyterLabSessionManager:
         if self._session_id is not None:
             raise NubladoUsageError("This session manager is already open", self.username)
         deadline = Deadline(self._open_timeout)
+        cancellation = self._api.http.cancellation
+        cancellation.register(self)
         try:
             # A Ctrl-C that lost the answer would leave the new session and
             # its kernel on the server: it is held until the ids are known.
@@ -175,8 +181,13 @@ class JupyterLabSessionManager:
                 socket=ws,
                 logger=self._logger,
                 max_message_size=self._max_size,
+                _client_id=self._client_id,
+                _opener=self._reopen,
                 **self._session_options,
             )
+            # A cancellation that came while the socket opened found no
+            # session to abort; from here on it finds this one.
+            cancellation.check()
             remaining = deadline.remaining()
             if not remaining:
                 raise NubladoTimeoutError(
@@ -212,6 +223,13 @@ class JupyterLabSessionManager:
             self._logger.warning("Could not delete lab session", error=one_line(str(e)))
             self._logger.debug("Session delete failure", exc_info=True)
 
+    def _reopen(self, timeout: Optional[float]) -> websocket.WebSocket:
+        # For the session's reconnects: the same kernel, the same client id,
+        # within the open timeout and whatever the caller's deadline leaves.
+        limit = self._open_timeout.total_seconds()
+        seconds = limit if timeout is None else min(timeout, limit)
+        return self._connect(Deadline(datetime.timedelta(seconds=seconds)))
+
     def _connect(self, deadline: Deadline) -> websocket.WebSocket:
         try:
             return self._negotiate(deadline)
@@ -245,8 +263,7 @@ class JupyterLabSessionManager:
         from ._transport import open_websocket
 
         assert self._kernel_id is not None
-        client_id = uuid.uuid4().hex
-        url = self._api.channels_url(self._kernel_id, client_id)
+        url = self._api.channels_url(self._kernel_id, self._client_id)
         timeout = deadline.remaining()
         if timeout == 0:
             raise NubladoTimeoutError(
@@ -306,15 +323,30 @@ class JupyterLabSessionManager:
             f"Cannot open WebSocket: {type(e).__name__}: {text}", self.username
         )
 
+    def cancel_in_flight(self, error: NubladoError) -> None:
+        """Make the session's call in flight raise ``error`` (a cancellation).
+
+        Called from another thread by the client's cancellation; the
+        session is then closed and deleted on the way out, as usual.
+        """
+        session = self._session
+        if session is not None:
+            session._abort(error)
+
     def _cleanup(self) -> None:
+        self._client_id = uuid.uuid4().hex
         session, self._session = self._session, None
         session_id, self._session_id = self._session_id, None
         kernel_id, self._kernel_id = self._kernel_id, None
+        cancellation = self._api.http.cancellation
         if session is not None:
             session.close()
         try:
-            self._delete(session_id, kernel_id)
+            # Deleting goes through even when the client was cancelled.
+            with cancellation.cleanup():
+                self._delete(session_id, kernel_id)
         finally:
+            cancellation.unregister(self)
             if self._close_http:
                 self._api.http.close()
 
