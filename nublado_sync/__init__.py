@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from . import _lazy
 
 if TYPE_CHECKING:
+    from ._batch import BatchResult, NotebookOutcome, NotebookRun, find_notebooks, run_notebooks
     from ._client import NubladoClient
     from ._discovery import DiscoveryClient
     from ._exceptions import (
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         NubladoImageClass,
         NubladoImageSize,
     )
+    from ._junit import junit_xml, write_junit_xml
     from ._models import (
         CodeContext,
         ExecutionResult,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchResult",
     "CodeContext",
     "DiscoveryClient",
     "ExecutionResult",
@@ -60,6 +63,8 @@ __all__ = [
     "JupyterLabSessionManager",
     "NotebookExecutionError",
     "NotebookExecutionResult",
+    "NotebookOutcome",
+    "NotebookRun",
     "NubladoDiscoveryError",
     "NubladoError",
     "NubladoExecutionError",
@@ -86,7 +91,11 @@ __all__ = [
     "SpawnProgressMessage",
     "__version__",
     "execute_notebook",
+    "find_notebooks",
+    "junit_xml",
     "open_lab_session",
+    "run_notebooks",
+    "write_junit_xml",
 ]
 
 # Where each public name lives. Names are imported on first use so that
@@ -94,6 +103,7 @@ __all__ = [
 # request to the lab goes out before the kernel protocol modules load)
 # stays cheap; see docs/benchmarks.rst.
 _EXPORTS = {
+    "BatchResult": "_batch",
     "CodeContext": "_models",
     "DiscoveryClient": "_discovery",
     "ExecutionResult": "_models",
@@ -101,6 +111,8 @@ _EXPORTS = {
     "JupyterLabSessionManager": "_session_manager",
     "NotebookExecutionError": "_models",
     "NotebookExecutionResult": "_models",
+    "NotebookOutcome": "_batch",
+    "NotebookRun": "_batch",
     "NubladoClient": "_client",
     "NubladoDiscoveryError": "_exceptions",
     "NubladoError": "_exceptions",
@@ -126,7 +138,11 @@ _EXPORTS = {
     "RetryPolicy": "_retry",
     "SpawnProgressMessage": "_models",
     "execute_notebook": "_notebooks._runner",
+    "find_notebooks": "_batch",
+    "junit_xml": "_junit",
     "open_lab_session": "_session_manager",
+    "run_notebooks": "_batch",
+    "write_junit_xml": "_junit",
 }
 
 __getattr__, __dir__ = _lazy.attach(__name__, _EXPORTS)

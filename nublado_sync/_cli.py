@@ -27,7 +27,18 @@ import signal
 import sys
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, TextIO, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    TextIO,
+    Union,
+)
 
 from . import __version__, _cli_messages
 from ._exceptions import (
@@ -118,6 +129,16 @@ def _seconds(text: str) -> datetime.timedelta:
     return datetime.timedelta(seconds=value)
 
 
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _logging_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-json", action="store_true", help="log as JSON lines")
     parser.add_argument("-v", "--verbose", action="count", help="more logging")
@@ -203,9 +224,16 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EXIT_STATUSES,
     )
-    source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument("-c", dest="code", help="code to run")
-    source.add_argument("file", nargs="?", help="Python file or .ipynb notebook; - for stdin")
+    run.add_argument("-c", dest="code", help="code to run")
+    run.add_argument(
+        "files",
+        nargs="*",
+        metavar="FILE",
+        help=(
+            "Python file or .ipynb notebook; - for stdin. Several notebooks, or"
+            " directories (every .ipynb below them), run as a batch"
+        ),
+    )
     where = run.add_mutually_exclusive_group()
     where.add_argument(
         "--local",
@@ -234,7 +262,26 @@ def _parser() -> argparse.ArgumentParser:
     stop_group.add_argument(
         "--stop-always", action="store_true", help="stop the lab afterwards in any case"
     )
-    run.add_argument("--save-notebook", type=Path, help="write the executed notebook here")
+    run.add_argument(
+        "--save-notebook",
+        type=Path,
+        help="write the executed notebook to this file, or into this directory",
+    )
+    batch = run.add_argument_group("many notebooks (a batch)")
+    batch.add_argument(
+        "--jobs",
+        type=_jobs,
+        help=(
+            "most notebooks run at once, each in a fresh kernel of the same lab"
+            " (default 2: they share the lab's CPUs and memory)"
+        ),
+    )
+    batch.add_argument(
+        "--junit-xml",
+        type=Path,
+        metavar="FILE",
+        help="write a JUnit XML report (one test per notebook)",
+    )
     run.add_argument("--json", action="store_true", help="print one JSON result")
     connection(run)
     image(run)
@@ -490,6 +537,10 @@ def _check_save_target(args: argparse.Namespace, notebook: Optional[str]) -> Non
     if notebook is None:
         raise _UsageError("--save-notebook needs a .ipynb notebook to run")
     target = args.save_notebook.expanduser().resolve()
+    if target.is_dir():
+        # A directory takes the notebook under its own name.
+        target = target / notebook
+        args.save_notebook = target
     if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
         raise _UsageError(f"cannot write the notebook to {target}")
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
@@ -509,38 +560,83 @@ def _validated_source(args: argparse.Namespace) -> tuple[str, Optional[str]]:
     return text, notebook
 
 
-def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> None:
+def _command_run(args: argparse.Namespace, logger: Logger, runner: _Runner) -> ExitCode:
+    if args.code is not None and args.files:
+        raise _UsageError("give either -c CODE or files to run, not both")
+    if args.code is None and not args.files:
+        raise _UsageError("nothing to run: give -c CODE, a file, a notebook or a directory")
+    if _batch_mode(args):
+        from ._cli_batch import check_batch_args
+
+        check_batch_args(args)
+        with _session_opener(args, logger, None) as open_session:
+            from ._cli_batch import run_batch
+
+            return run_batch(args, logger, open_session, runner.report)
+    args.file = args.files[0] if args.files else None
     text, notebook = _validated_source(args)
+    with _session_opener(args, logger, notebook) as open_session:
+        _run_in(open_session(notebook), runner, text, notebook)
+    return ExitCode.OK
+
+
+def _batch_mode(args: argparse.Namespace) -> bool:
+    """Many notebooks, a directory, or a batch option: the batch runner runs them."""
+    files: List[str] = args.files
+    return (
+        len(files) > 1
+        or any(f != "-" and Path(f).expanduser().is_dir() for f in files)
+        or args.jobs is not None
+        or args.junit_xml is not None
+    )
+
+
+SessionOpener = Callable[[Optional[str]], JupyterLabSessionManager]
+
+
+@contextlib.contextmanager
+def _session_opener(
+    args: argparse.Namespace, logger: Logger, notebook: Optional[str]
+) -> Iterator[SessionOpener]:
+    """Get to the lab and yield a maker of fresh sessions there.
+
+    The lab is a local server, a server at a URL, or the user's lab behind
+    the hub, spawned if need be (and stopped afterwards when asked).
+    """
     if args.local:
         # Only --local needs it; cold runs against a lab skip its imports.
         from ._local import local_jupyter_server
 
         with local_jupyter_server(kernel_name=args.kernel, logger=logger) as server:
-            manager = open_lab_session(
-                server.url, server.token, username="local", kernel_name=args.kernel, logger=logger
+            yield lambda name: open_lab_session(
+                server.url,
+                server.token,
+                username="local",
+                kernel_name=args.kernel,
+                notebook_name=name,
+                logger=logger,
             )
-            _run_in(manager, runner, text, notebook)
         return
     if args.server_url:
-        manager = open_lab_session(
+        token = _token(args)
+        yield lambda name: open_lab_session(
             args.server_url,
-            _token(args),
+            token,
             username=args.user or os.environ.get(ENV_USER) or None,
             kernel_name=args.kernel,
-            notebook_name=notebook,
+            notebook_name=name,
             timeout=args.http_timeout,
             verify=_ca_bundle(args),
             logger=logger,
             retry=_retry_policy(args),
         )
-        _run_in(manager, runner, text, notebook)
         return
     with _client(args, logger) as client:
         spawned = _spawn_if_stopped(client, args, logger)
         try:
             _wait_for_lab(client, args, logger)
-            manager = client.lab_session(notebook, kernel_name=args.kernel or "lsst")
-            _run_in(manager, runner, text, notebook)
+            kernel = args.kernel or "lsst"
+            yield lambda name: client.lab_session(name, kernel_name=kernel)
         finally:
             if args.stop_always or (args.stop and spawned):
                 _stop_quietly(client, logger)
@@ -691,7 +787,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with _reported(args, logger, report, runner) as status:
         if runner is not None:
             runner.report = report
-            _command_run(args, logger, runner)
+            status[0] = _command_run(args, logger, runner)
         elif args.command == "spawn":
             _command_spawn(args, logger)
         elif args.command == "stop":

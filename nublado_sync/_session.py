@@ -129,6 +129,7 @@ class JupyterLabSession:
         # different one later means the server restarted the kernel.
         self._kernel_process: Optional[str] = None
         self._closed_because: Optional[str] = None
+        self._aborted = False
         self._in_use = threading.Lock()
 
     def __repr__(self) -> str:
@@ -200,7 +201,8 @@ class JupyterLabSession:
             The server sent a frame that could not be decoded; the session
             is closed.
         NubladoSessionClosedError
-            The session was already closed.
+            The session was already closed, or `abort` was called while
+            the code ran.
         NubladoUsageError
             Invalid arguments, or another thread is using the session.
         """
@@ -270,7 +272,8 @@ class JupyterLabSession:
             The server sent a frame that could not be decoded; the session
             is closed.
         NubladoSessionClosedError
-            The session was already closed.
+            The session was already closed, or `abort` was called while
+            the code ran.
         NubladoUsageError
             Invalid arguments, or another thread is using the session.
         """
@@ -357,6 +360,26 @@ class JupyterLabSession:
         self._check_open()
         self._send_interrupt()
 
+    def abort(self) -> None:
+        """Stop this session from another thread: interrupt the kernel and cut the connection.
+
+        Made for a thread that supervises others (the batch runner on
+        Ctrl-C): a call running in another thread ends at once with
+        `NubladoSessionClosedError`, whatever the kernel does, and every
+        later call raises it too. The caller that owns the session still
+        closes it (its session manager deletes it, which shuts the kernel
+        down). Never raises; safe to call more than once.
+        """
+        if self._aborted:
+            return
+        self._aborted = True
+        if self._socket.connected:
+            try:
+                self._send_interrupt(_ABANDON_SEND_TIMEOUT)
+            except NubladoError:
+                self._logger.debug("Could not interrupt the kernel", exc_info=True)
+        self._socket.cut()
+
     def wait_until_ready(self, timeout: datetime.timedelta) -> None:
         """Wait until the kernel answers requests.
 
@@ -414,6 +437,8 @@ class JupyterLabSession:
             )
 
     def _check_open(self) -> None:
+        if self._aborted:
+            self._close("aborted")
         if self._closed_because is not None:
             raise NubladoSessionClosedError(
                 f"The session is closed ({self._closed_because}); open a new one",
@@ -470,6 +495,11 @@ class JupyterLabSession:
             e.result = collector.result()
             raise
         except (NubladoTimeoutError, NubladoWebSocketError) as e:
+            if self._aborted:
+                self._close("aborted")
+                raise NubladoSessionClosedError(
+                    "The session was aborted while running the code", self.username
+                ) from e
             if deadline.expired():
                 self._raise_timeout(code, context, deadline, started_at, collector, e)
             self._abandon(f"{type(e).__name__}")

@@ -432,6 +432,19 @@ class KernelSocket:
                 finally:
                     self.io_lock.release()
 
+    def cut(self) -> None:
+        """Shut the connection down from any thread; never raises.
+
+        A read in progress in another thread ends at once (with
+        `NubladoWebSocketError`), as does every later read or send. The
+        thread using the connection still calls `close` to release it.
+        """
+        self._stop.set()
+        sock = self._ws.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def close(self, timeout: float = 1.0) -> None:
         """Stop the keepalive and close the connection.
 

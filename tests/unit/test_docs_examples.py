@@ -181,6 +181,23 @@ def _executed_answer(mock: MockJupyter, cwd: Path, run: subprocess.CompletedProc
     assert answer["execution_count"] == 2
 
 
+def _batch_notebooks(mock: MockJupyter, cwd: Path, env: Dict[str, str]) -> None:
+    (cwd / "notebooks" / "sub").mkdir(parents=True)
+    (cwd / "notebooks" / "good.ipynb").write_text(GOOD_NOTEBOOK)
+    (cwd / "notebooks" / "sub" / "bad.ipynb").write_text(FAILING_NOTEBOOK)
+
+
+def _batch_reports(mock: MockJupyter, cwd: Path, run: subprocess.CompletedProcess[str]) -> None:
+    executed = json.loads((cwd / "executed" / "good.ipynb").read_text())
+    answer = next(cell for cell in executed["cells"] if cell.get("id") == "answer")
+    assert answer["outputs"][0]["text"] == "42\n"
+    assert (cwd / "executed" / "sub" / "bad.ipynb").exists()
+    report = (cwd / "junit.xml").read_text()
+    assert 'tests="2"' in report
+    assert 'failures="1"' in report
+    assert mock.get_sessions(USER) == []
+
+
 def _partial_notebook(mock: MockJupyter, cwd: Path, run: subprocess.CompletedProcess[str]) -> None:
     partial = json.loads((cwd / "analysis-failed.ipynb").read_text())
     failed = next(cell for cell in partial["cells"] if cell.get("id") == "fails")
@@ -324,6 +341,18 @@ CASES: Dict[str, List[Case]] = {
             ),
             setup=_write("analysis.ipynb", FAILING_NOTEBOOK),
             check=_partial_notebook,
+        ),
+    ],
+    "batch.py": [
+        Case(
+            "lab",
+            exit_code=1,
+            stdout=(
+                "  passed  notebooks/good.ipynb  \n",
+                "  failed  notebooks/sub/bad.ipynb  cell 3 (id fails): ZeroDivisionError",
+            ),
+            setup=_batch_notebooks,
+            check=_batch_reports,
         ),
     ],
     "notebook_failure.py": [
