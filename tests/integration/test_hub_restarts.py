@@ -8,7 +8,10 @@ with ``cleanup_servers`` as in the test bed, every lab and spawn.
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -32,6 +35,20 @@ SPAWN_TIMEOUT = seconds(120)
 # A hub takes from a few seconds to half a minute (a loaded machine) to
 # start: each request may keep retrying for two minutes.
 OUTLASTS_A_RESTART = RetryPolicy(retries=40, deadline=seconds(120))
+
+
+# What each test measured, written out when NUBLADO_RELIABILITY_REPORT
+# names a file (docs/reliability.rst quotes it).
+TIMES: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report() -> Iterator[None]:
+    yield
+    path = os.environ.get("NUBLADO_RELIABILITY_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"hub_restarts": TIMES}) + "\n")
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +76,22 @@ def test_hub_restarted_between_login_and_spawn(hub: TestHub) -> None:
         client.auth_to_hub()
         assert client.is_lab_stopped()
         hub.stop_hub()
+        down = time.monotonic()
+        back: list[float] = []
+
+        def start() -> None:
+            hub.start_hub()
+            back.append(time.monotonic())
+
         # The client asks while the hub is down, and comes back with it.
-        starter = threading.Thread(target=hub.start_hub, name="test-hub-restart")
+        starter = threading.Thread(target=start, name="test-hub-restart")
         starter.start()
         try:
             client.spawn_lab(NubladoImageByClass())
         finally:
             starter.join()
+        TIMES["hub_down"] = back[0] - down
+        TIMES["spawn_accepted_after_hub_back"] = time.monotonic() - back[0]
         client.wait_for_spawn(SPAWN_TIMEOUT)
         assert not client.is_lab_stopped()
         client.auth_to_lab()
@@ -87,6 +113,7 @@ def test_hub_restarted_during_wait_for_spawn(hub: TestHub) -> None:
         if started.wait(60):
             hub.stop_hub()
             hub.start_hub()
+            TIMES["back_after_restart"] = time.monotonic()
 
     with NubladoClient(
         "bob", hub.tokens["bob"], hub_url=hub.url, retry=OUTLASTS_A_RESTART, logger=log.logger()
@@ -101,6 +128,9 @@ def test_hub_restarted_during_wait_for_spawn(hub: TestHub) -> None:
         finally:
             started.set()
             restarter.join()
+        TIMES["spawn_gone_reported_after_hub_back"] = time.monotonic() - TIMES.pop(
+            "back_after_restart"
+        )
         assert started.is_set()
         # Reported as what it is, well before the timeout.
         assert not isinstance(info.value, NubladoSpawnTimeoutError)
