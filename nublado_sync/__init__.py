@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ._client import NubladoClient
     from ._discovery import DiscoveryClient
     from ._exceptions import (
+        NubladoCancelledError,
         NubladoDiscoveryError,
         NubladoError,
         NubladoExecutionError,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         NubladoRedirectError,
         NubladoSessionClosedError,
         NubladoSpawnError,
+        NubladoSpawnFormError,
         NubladoSpawnTimeoutError,
         NubladoTimeoutError,
         NubladoUsageError,
@@ -49,9 +51,18 @@ if TYPE_CHECKING:
     )
     from ._notebooks._runner import execute_notebook
     from ._reconnect import ReconnectPolicy
+    from ._reports import (
+        SentryEventInfo,
+        SlackCodeBlock,
+        SlackMessage,
+        SlackTextBlock,
+        SlackTextField,
+        sentry_before_send,
+    )
     from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
+    from ._token import find_token
 
 __version__ = "0.1.0"
 
@@ -66,6 +77,7 @@ __all__ = [
     "NotebookExecutionResult",
     "NotebookOutcome",
     "NotebookRun",
+    "NubladoCancelledError",
     "NubladoDiscoveryError",
     "NubladoError",
     "NubladoExecutionError",
@@ -83,6 +95,7 @@ __all__ = [
     "NubladoRedirectError",
     "NubladoSessionClosedError",
     "NubladoSpawnError",
+    "NubladoSpawnFormError",
     "NubladoSpawnTimeoutError",
     "NubladoTimeoutError",
     "NubladoUsageError",
@@ -90,13 +103,20 @@ __all__ = [
     "NubladoWebSocketError",
     "ReconnectPolicy",
     "RetryPolicy",
+    "SentryEventInfo",
+    "SlackCodeBlock",
+    "SlackMessage",
+    "SlackTextBlock",
+    "SlackTextField",
     "SpawnProgressMessage",
     "__version__",
     "execute_notebook",
     "find_notebooks",
+    "find_token",
     "junit_xml",
     "open_lab_session",
     "run_notebooks",
+    "sentry_before_send",
     "write_junit_xml",
 ]
 
@@ -115,6 +135,7 @@ _EXPORTS = {
     "NotebookExecutionResult": "_models",
     "NotebookOutcome": "_batch",
     "NotebookRun": "_batch",
+    "NubladoCancelledError": "_exceptions",
     "NubladoClient": "_client",
     "NubladoDiscoveryError": "_exceptions",
     "NubladoError": "_exceptions",
@@ -132,6 +153,7 @@ _EXPORTS = {
     "NubladoRedirectError": "_exceptions",
     "NubladoSessionClosedError": "_exceptions",
     "NubladoSpawnError": "_exceptions",
+    "NubladoSpawnFormError": "_exceptions",
     "NubladoSpawnTimeoutError": "_exceptions",
     "NubladoTimeoutError": "_exceptions",
     "NubladoUsageError": "_exceptions",
@@ -139,12 +161,19 @@ _EXPORTS = {
     "NubladoWebSocketError": "_exceptions",
     "ReconnectPolicy": "_reconnect",
     "RetryPolicy": "_retry",
+    "SentryEventInfo": "_reports",
+    "SlackCodeBlock": "_reports",
+    "SlackMessage": "_reports",
+    "SlackTextBlock": "_reports",
+    "SlackTextField": "_reports",
     "SpawnProgressMessage": "_models",
     "execute_notebook": "_notebooks._runner",
     "find_notebooks": "_batch",
+    "find_token": "_token",
     "junit_xml": "_junit",
     "open_lab_session": "_session_manager",
     "run_notebooks": "_batch",
+    "sentry_before_send": "_reports",
     "write_junit_xml": "_junit",
 }
 

@@ -50,6 +50,7 @@ from ._exceptions import (
     NubladoUsageError,
 )
 from ._images import (
+    SPAWN_FORM_CLASSES,
     NubladoImage,
     NubladoImageByClass,
     NubladoImageByReference,
@@ -153,8 +154,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=(
             f"Connection settings come from options or the environment: {ENV_HUB_URL} (or\n"
             f"REPERTOIRE_BASE_URL for service discovery), {ENV_USER}, and the token from\n"
-            f"{ENV_TOKEN} or the file named by {ENV_TOKEN_FILE} or --token-file. The token\n"
-            "is never taken from the command line, which other users can read.\n\n" + _EXIT_STATUSES
+            f"{ENV_TOKEN} or the file named by {ENV_TOKEN_FILE} or --token-file (inside a\n"
+            "Rubin lab, from where the lab keeps it). The token is never taken from the\n"
+            "command line, which other users can read.\n\n" + _EXIT_STATUSES
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -197,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
         choice = group.add_mutually_exclusive_group()
         choice.add_argument(
             "--image-class",
-            choices=[c.value for c in NubladoImageClass],
+            choices=[c.value for c in SPAWN_FORM_CLASSES],
             help="image class (default: recommended)",
         )
         choice.add_argument("--image-tag", help="image tag")
@@ -344,17 +346,13 @@ def _logger(args: argparse.Namespace) -> Logger:
 
 
 def _token(args: argparse.Namespace) -> str:
-    path = args.token_file or os.environ.get(ENV_TOKEN_FILE)
-    if path:
-        try:
-            token = Path(path).expanduser().read_text().strip()
-        except OSError as e:
-            raise _UsageError(f"cannot read the token file: {e.strerror}") from None
-    else:
-        token = os.environ.get(ENV_TOKEN, "").strip()
-    if not token:
-        raise _UsageError(f"no token: set {ENV_TOKEN}, {ENV_TOKEN_FILE} or --token-file")
-    return token
+    # Our settings, then Rubin's places inside a lab (see nublado_sync.find_token).
+    from ._token import find_token
+
+    try:
+        return find_token(args.token_file)
+    except NubladoUsageError as e:
+        raise _UsageError(e.message) from None
 
 
 def _client(args: argparse.Namespace, logger: Logger) -> NubladoClient:

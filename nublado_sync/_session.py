@@ -462,6 +462,13 @@ class JupyterLabSession:
 
     # Internals
 
+    def _abort(self, error: NubladoError) -> None:
+        # From another thread (a cancellation): the call in flight, if any,
+        # raises ``error``; the caller's clean-up closes the session. Marked
+        # aborted too, so that no reconnect follows the cut.
+        self._aborted = True
+        self._socket.abort(error)
+
     def _wrap(self, ws: websocket.WebSocket) -> KernelSocket:
         return KernelSocket(
             ws,

@@ -260,6 +260,19 @@ PORTING_OUT = (
 )
 
 CASES: Dict[str, List[Case]] = {
+    "error_reports.py": [
+        Case(
+            "lab",
+            stdout=(
+                "Error while running `checks.ipynb` cell `a1b2`\n",
+                '"blocks": [',
+                "*Exception type*\\nNubladoExecutionError",
+                "*Code executed*\\n```\\n1 / 0\\n```",
+                "{'image': 'w_2026_48', 'notebook': 'checks.ipynb', 'cell': 'a1b2'}",
+            ),
+            check=_no_sessions_left,
+        )
+    ],
     "check.py": [
         Case(
             "cli",
