@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._notebooks._plan import NotebookCell, NotebookHooks
     from ._notebooks._runner import execute_notebook
     from ._reconnect import ReconnectPolicy
     from ._reports import (
@@ -73,8 +74,10 @@ __all__ = [
     "ExecutionResult",
     "JupyterLabSession",
     "JupyterLabSessionManager",
+    "NotebookCell",
     "NotebookExecutionError",
     "NotebookExecutionResult",
+    "NotebookHooks",
     "NotebookOutcome",
     "NotebookRun",
     "NubladoCancelledError",
@@ -131,7 +134,9 @@ _EXPORTS = {
     "ExecutionResult": "_models",
     "JupyterLabSession": "_session",
     "JupyterLabSessionManager": "_session_manager",
+    "NotebookCell": "_notebooks._plan",
     "NotebookExecutionError": "_models",
+    "NotebookHooks": "_notebooks._plan",
     "NotebookExecutionResult": "_models",
     "NotebookOutcome": "_batch",
     "NotebookRun": "_batch",

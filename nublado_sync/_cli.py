@@ -60,6 +60,7 @@ from ._images import (
 )
 from ._logging import DeferredLogger, Logger
 from ._models import ExecutionResult, SpawnProgressMessage
+from ._notebooks._options import add_parameter_options, checked_notebook, parameters_from
 from ._reasons import one_line
 from ._redact import strip_ansi
 from ._retry import RetryPolicy
@@ -285,6 +286,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write a JUnit XML report (one test per notebook)",
     )
     run.add_argument("--json", action="store_true", help="print one JSON result")
+    add_parameter_options(run)
     connection(run)
     image(run)
 
@@ -481,13 +483,22 @@ class _Runner:
             self.report.update(_result_json(result))
             return
         # The runner loads only for notebooks.
+        from ._notebooks._progress import CellProgress
         from ._notebooks._runner import execute_notebook
 
+        # Which cell of how many runs, and for how long.
+        progress = CellProgress(self.logger, sys.stderr)
         try:
             executed = execute_notebook(
-                session, text, name=notebook, cell_timeout=self.args.timeout, on_output=on_output
+                session,
+                text,
+                name=notebook,
+                cell_timeout=self.args.timeout,
+                hooks=progress,
+                on_output=progress.wrap_output(on_output),
             )
         except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
+            progress.close()
             # The notebook's failure is the news; a failure to save it too
             # is only logged.
             try:
@@ -495,6 +506,8 @@ class _Runner:
             except _UsageError as save_error:
                 self.logger.warning("Could not save the notebook", error=one_line(str(save_error)))
             raise
+        finally:
+            progress.close()
         self._save(executed)
 
     def _save(self, executed: Optional[str]) -> None:
@@ -519,12 +532,12 @@ def _result_json(result: ExecutionResult) -> Dict[str, Any]:
     }
 
 
-def _check_notebook(args: argparse.Namespace, text: str) -> None:
-    """Refuse a notebook that cannot run, naming its file."""
-    from ._notebooks._format import parse_notebook
-
+def _check_notebook(
+    args: argparse.Namespace, text: str, name: str, parameters: Optional[Dict[str, Any]]
+) -> str:
+    """Refuse a notebook that cannot run, naming its file; return it ready to run."""
     try:
-        parse_notebook(text)
+        return checked_notebook(text, name, parameters)
     except NubladoUsageError as e:
         raise _UsageError(f"cannot run {args.file}: {e.message}") from None
 
@@ -561,8 +574,12 @@ def _validated_source(args: argparse.Namespace) -> tuple[str, Optional[str]]:
     server started, or an hour of work) is found too late.
     """
     text, notebook = _read_source(args)
+    # The notebook and its parameters are checked before anything starts.
+    parameters = parameters_from(args)
     if notebook is not None:
-        _check_notebook(args, text)
+        text = _check_notebook(args, text, notebook, parameters)
+    elif parameters is not None:
+        raise _UsageError("-p, -r and -f need a .ipynb notebook to run")
     _check_save_target(args, notebook)
     return text, notebook
 

@@ -739,6 +739,7 @@ class NubladoClient:
         kernel_name: Optional[str] = None,
         clear_local_site_packages: bool = False,
         read_timeout: Optional[datetime.timedelta] = None,
+        parameters: Optional[Mapping[str, Any]] = None,
     ) -> NotebookExecutionResult:
         """Run a notebook inside the lab with its execution extension.
 
@@ -748,7 +749,7 @@ class NubladoClient:
         otherwise, rather than the client's HTTP timeout (30 s by default,
         which would abandon most notebooks). A cell failure is reported in
         `NotebookExecutionResult.error`, not raised. For servers without the
-        extension use `JupyterLabSession.execute_notebook`.
+        extension use `execute_notebook`.
 
         Parameters
         ----------
@@ -761,6 +762,9 @@ class NubladoClient:
             site-packages.
         read_timeout
             How long to wait for the answer (one hour by default).
+        parameters
+            Values injected into the notebook here, before it is sent, as
+            papermill injects them (see `execute_notebook`).
 
         Returns
         -------
@@ -772,6 +776,8 @@ class NubladoClient:
         NubladoUsageError
             ``read_timeout`` is neither `None` nor a positive
             `datetime.timedelta`.
+            With ``parameters``: the content is not an nbformat 4 notebook,
+            or a parameter is invalid. Nothing was sent.
         NubladoWebError
             The request failed or timed out, or the lab refused it (for
             example a lab without the extension answers 404).
@@ -779,6 +785,14 @@ class NubladoClient:
             The answer is malformed.
         """
         check_duration(read_timeout, "read_timeout", self.username, optional=True)
+        if parameters is not None:
+            # Only notebooks with parameters load the notebook modules.
+            from ._notebooks._format import dump_notebook, parse_notebook
+            from ._notebooks._parameters import inject_parameters
+
+            notebook = parse_notebook(content)
+            inject_parameters(notebook, parameters)
+            content = dump_notebook(notebook)
         timeout = read_timeout or _NOTEBOOK_READ_TIMEOUT
         api = self._lab_api()
         answer = api.execute_notebook(

@@ -165,6 +165,19 @@ class NubladoSessionClosedError(NubladoUsageError):
     """
 
 
+def _cell_name(context: CodeContext, result: Optional[ExecutionResult]) -> str:
+    # As a person finds the cell in JupyterLab: its position among the code
+    # cells (from 1), its In [n], then its id.
+    if not context.cell_number:
+        return f"cell {context.cell}" if context.cell else "cell"
+    details = []
+    if result is not None and result.execution_count:
+        details.append(f"In [{result.execution_count}]")
+    if context.cell:
+        details.append(f"id {context.cell!r}")
+    return f"cell {context.cell_number}" + (f" ({', '.join(details)})" if details else "")
+
+
 # How much of the failing code a message quotes: enough to recognise it.
 # The whole code is in the ``code`` attribute; the traceback shows where.
 _EXCERPT_LINES = 2
@@ -189,14 +202,14 @@ def _code_excerpt(code: str) -> str:
 
 
 def _code_failure_intro(
-    user: Optional[str], code: Optional[str], context: CodeContext, what: str
+    user: Optional[str],
+    code: Optional[str],
+    context: CodeContext,
+    what: str,
+    result: Optional[ExecutionResult] = None,
 ) -> str:
     if context.notebook:
-        if context.cell:
-            where = f"cell {context.cell} of notebook {context.notebook}"
-        else:
-            where = f"cell of notebook {context.notebook}"
-        return f"{user}: {where} {what}"
+        return f"{user}: {_cell_name(context, result)} of notebook {context.notebook} {what}"
     if code:
         # One line: the first line of the code, with a count of the rest.
         lines = code.strip("\n").splitlines() or [""]
@@ -275,7 +288,7 @@ class NubladoExecutionError(NubladoError):
         self.notebook = notebook
 
     def __str__(self) -> str:
-        msg = _code_failure_intro(self.user, self.code, self.context, "failed")
+        msg = _code_failure_intro(self.user, self.code, self.context, "failed", self.result)
         if self.status and self.status != "error":
             msg += f" (status: {self.status})"
         if self.context.notebook and self.code:
@@ -379,7 +392,7 @@ class NubladoExecutionTimeoutError(NubladoTimeoutError):
         return self.result.stdout if self.result else ""
 
     def __str__(self) -> str:
-        msg = _code_failure_intro(self.user, self.code, self.context, "timed out")
+        msg = _code_failure_intro(self.user, self.code, self.context, "timed out", self.result)
         if self.context.notebook and self.code:
             msg += f"\nCode: {_code_excerpt(self.code)}"
         return f"{msg}\n{self.message}"

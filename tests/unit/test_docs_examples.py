@@ -349,9 +349,7 @@ CASES: Dict[str, List[Case]] = {
             "lab",
             name="failing",
             exit_code=1,
-            stderr=(
-                "NubladoExecutionError: jupyter: cell fails of notebook analysis.ipynb failed",
-            ),
+            stderr=("NubladoExecutionError: jupyter: cell 3 (In [3], id 'fails') of notebook",),
             setup=_write("analysis.ipynb", FAILING_NOTEBOOK),
             check=_partial_notebook,
         ),
@@ -374,7 +372,8 @@ CASES: Dict[str, List[Case]] = {
             stdout=(
                 "fails 3\n",
                 "ZeroDivisionError\n",
-                "alice: cell fails of notebook analysis.ipynb failed\nCode: x / 0\nError: ",
+                "alice: cell 3 (In [3], id 'fails') of notebook analysis.ipynb failed\n"
+                "Code: x / 0\n",
             ),
             setup=_write("analysis.ipynb", FAILING_NOTEBOOK),
             check=_partial_notebook,
