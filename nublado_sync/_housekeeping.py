@@ -87,8 +87,15 @@ class Housekeeper:
                     self._epoll.unregister(sock.fileno())
             thread = self._thread if not self._members else None
             self._wake()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        if thread is None or thread is threading.current_thread():
+            return
+        # Wait for the thread to end, unless another session came along
+        # meanwhile and keeps it going.
+        while thread.is_alive():
+            thread.join(0.1)
+            with self._lock:
+                if self._members:
+                    return
 
     def rearm(self, sock: KernelSocket) -> None:
         """Watch ``sock`` again after a call released it (if an event parked it)."""
