@@ -11,12 +11,14 @@ and the lab's separate XSRF tokens, read from every hop of a redirect chain.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Mapping, Optional, Union
 from urllib.parse import urljoin, urlsplit
 
+from ._cancel import Cancellation
 from ._exceptions import NubladoRedirectError, NubladoUsageError, NubladoWebError
 from ._logging import Logger
 from ._reasons import server_message, status_explanation, transport_failure
@@ -36,8 +38,9 @@ __all__ = [
 ]
 
 # How much of an error body to keep: enough for a traceback or an HTML
-# error page's message, not a whole page.
-_MAX_ERROR_BODY = 4096
+# error page down to its message (JupyterHub's comes after some 6 kB of
+# head), not an endless stream.
+_MAX_ERROR_BODY = 65536
 
 # The lab login is the longest chain: about six hops, two of them to the
 # same URL (the OAuth round trip returns to where it started).
@@ -46,6 +49,10 @@ _MAX_VISITS = 2
 _REDIRECTS = (301, 302, 303, 307, 308)
 # Bytes read from a response body at a time.
 _CHUNK = 65536
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.timezone.utc)
 
 
 # Called with every response before its status is looked at. Empty unless
@@ -267,6 +274,8 @@ class HTTPSession:
         self._logger = logger
         self.space: Optional[URLSpace] = None
         self.xsrf: Dict[str, str] = {}
+        # Stops this session's requests from another thread (NubladoClient.cancel).
+        self.cancellation = Cancellation(user)
 
     def __repr__(self) -> str:
         return f"<HTTPSession user={self.user!r}>"
@@ -442,6 +451,10 @@ class HTTPSession:
         retry_deadline = self.retry.request_deadline(read_timeout)
         if deadline is not None:
             retry_deadline = min(retry_deadline, deadline)
+        # Errors carry when the request began, as upstream's do.
+        started_at = _utcnow()
+        self.cancellation.check()
+        self.cancellation.track(self.session.get_adapter(url))
         try:
             proxy = self.proxy_for(url)
             with request_deadline(retry_deadline):
@@ -470,11 +483,16 @@ class HTTPSession:
                     stream=True,
                 )
             if not stream:
-                self._read_body(response, read_timeout)
+                self._read_body(response, read_timeout, started_at)
+            # A cancelled read can look like a short body (the socket was
+            # shut down under it): never hand one on as complete.
+            self.cancellation.check()
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # requests wraps most failures; urllib3 and the socket layer
             # raise their own while a body is read. The library's own text
             # goes to the debug log; the exception says it in words.
+            if self.cancellation.blocks():
+                raise self.cancellation.error() from None
             self._logger.debug(
                 "HTTP request failed",
                 method=method,
@@ -486,6 +504,7 @@ class HTTPSession:
                 f"{self.redact(words[:1].upper() + words[1:])} ({method} {url})",
                 self.user,
                 method=method,
+                started_at=started_at,
                 url=url,
             ) from None
         self._logger.debug(
@@ -494,10 +513,12 @@ class HTTPSession:
         for observe in response_observers:
             observe(response)
         if response.status_code not in ok:
-            raise self.status_error(response)
+            raise self.status_error(response, started_at)
         return response
 
-    def _read_body(self, response: requests.Response, seconds: float) -> None:
+    def _read_body(
+        self, response: requests.Response, seconds: float, started_at: datetime.datetime
+    ) -> None:
         end = time.monotonic() + seconds
         raw = response.raw
         chunks = []
@@ -510,6 +531,7 @@ class HTTPSession:
                     f" ({response.request.method} {response.url})",
                     self.user,
                     method=response.request.method,
+                    started_at=started_at,
                     url=response.url,
                 )
             set_read_timeout(response, remaining)
@@ -525,7 +547,9 @@ class HTTPSession:
         response._content_consumed = True  # type: ignore[attr-defined]
         response.close()
 
-    def status_error(self, response: requests.Response) -> NubladoWebError:
+    def status_error(
+        self, response: requests.Response, started_at: Optional[datetime.datetime] = None
+    ) -> NubladoWebError:
         """Build the exception for a response with an unexpected status."""
         import requests
 
@@ -551,6 +575,7 @@ class HTTPSession:
             self.user,
             body=body or None,
             method=method,
+            started_at=started_at,
             status=response.status_code,
             url=url,
         )
@@ -630,10 +655,13 @@ class HTTPSession:
         # once (the OAuth round trip does), not twice.
         visits: Counter[str] = Counter([url])
         hops = 0
+        started_at = _utcnow()
         while True:
             name = space.name_of(url)
             if name is None:
-                raise NubladoRedirectError("Unexpected redirect", url, self.user)
+                raise NubladoRedirectError(
+                    "Unexpected redirect", url, self.user, started_at=started_at
+                )
             hop_headers = {"Sec-Fetch-Mode": "navigate" if navigate else "same-origin"}
             if not navigate and name in self.xsrf:
                 hop_headers["X-XSRFToken"] = self.xsrf[name]
@@ -669,14 +697,14 @@ class HTTPSession:
             hops += 1
             visits[url] += 1
             if hops > _MAX_HOPS or visits[url] > _MAX_VISITS:
-                raise NubladoRedirectError("Redirect loop", url, self.user)
+                raise NubladoRedirectError("Redirect loop", url, self.user, started_at=started_at)
             if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
                 # What a browser does: the answer to a POST is fetched.
                 method, data, json = "GET", None, None
             params = None
             space.learn(url)
         if response.status_code not in ok:
-            raise self.status_error(response)
+            raise self.status_error(response, started_at)
         return response
 
     def _remember_xsrf(self, response: requests.Response, space: URLSpace) -> None:

@@ -13,7 +13,11 @@ __all__ = ["register_mock_jupyter"]
 
 @contextlib.contextmanager
 def register_mock_jupyter(
-    router: Optional[object] = None, *, use_subdomains: bool = False, **options: Any
+    router: Optional[object] = None,
+    *,
+    use_subdomains: bool = False,
+    set_repertoire_url: bool = True,
+    **options: Any,
 ) -> Iterator[MockJupyter]:
     """Run a `MockJupyter` that clients find by service discovery, for one test.
 
@@ -40,6 +44,11 @@ def register_mock_jupyter(
         through RESPX.
     use_subdomains
         Serve each lab on its own host (off by default, as upstream).
+    set_repertoire_url
+        Point ``REPERTOIRE_BASE_URL`` at the mock's discovery service, which
+        lists the hub only. Set it to `False` where the test has a
+        discovery mock of its own for other services; give the clients
+        ``hub_url=mock.url`` then.
     **options
         Further arguments for `MockJupyter`.
 
@@ -56,7 +65,8 @@ def register_mock_jupyter(
     del router  # this kit routes nothing through RESPX
     with MockJupyter(use_subdomains=use_subdomains, **options) as mock:
         previous = os.environ.get("REPERTOIRE_BASE_URL")
-        os.environ["REPERTOIRE_BASE_URL"] = mock.discovery_url
+        if set_repertoire_url:
+            os.environ["REPERTOIRE_BASE_URL"] = mock.discovery_url
         try:
             yield mock
         finally:

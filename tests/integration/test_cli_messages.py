@@ -9,6 +9,7 @@ status, and that nothing is left running.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -228,3 +229,35 @@ def test_failing_file_is_named_not_echoed(stock_server: JupyterServer, tmp_path:
     assert "value_100 = 100" not in result.stderr
     assert len(result.stderr.splitlines()) < 20
     assert stock_server.sessions() == []
+
+
+def test_rate_limit_warning_carries_the_whole_notice(rate_limited_server: JupyterServer) -> None:
+    code = "for i in range(50):\n    print('y' * 100000)"
+    result = nublado_sync(
+        "run",
+        *server_args(rate_limited_server),
+        "-c",
+        code,
+        env=server_env(rate_limited_server),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if "[warning" in line]
+    assert len(warnings) == 1
+    # From its first word to its last, in one line.
+    notice = re.search(r"notice='([^']*)'", warnings[0])
+    assert notice is not None
+    assert notice.group(1).startswith("IOPub data rate exceeded. ")
+    assert notice.group(1).endswith("(secs)")
+    assert "…" not in notice.group(1)
+    assert rate_limited_server.sessions() == []
+
+
+def test_wrong_token_on_the_hub(hub: TestHub) -> None:
+    env = {"NUBLADO_HUB_URL": hub.url, "NUBLADO_USER": "alice"}
+    env["NUBLADO_TOKEN"] = "wrong-token-" + "0" * 20
+    result = nublado_sync("status", env=env)
+    assert result.returncode == 5
+    lines = result.stderr.splitlines()
+    assert "the token was refused" in lines[0], result.stderr
+    assert lines[-1].startswith("Check the token (--token-file")
+    assert len(lines) <= 4

@@ -499,6 +499,11 @@ def test_register_mock_jupyter(monkeypatch: pytest.MonkeyPatch) -> None:
             assert client.hub_url == mock.url
     assert mock.get_state("rachel") is MockJupyterState.LOGGED_IN
     assert os.environ["REPERTOIRE_BASE_URL"] == "http://127.0.0.1:9/elsewhere"
+    # A test with its own discovery service keeps it.
+    with register_mock_jupyter(set_repertoire_url=False) as mock:
+        assert os.environ["REPERTOIRE_BASE_URL"] == "http://127.0.0.1:9/elsewhere"
+        with mock.client("rachel") as client:
+            client.auth_to_hub()
     # What no client raised fails the test at the end.
     with pytest.raises(AssertionError, match="before logging in"), register_mock_jupyter() as mock:
         bare = {"Authorization": f"Bearer {mock.token_for('rachel')}"}
