@@ -91,6 +91,7 @@ ENV_HUB_URL = "NUBLADO_HUB_URL"
 ENV_USER = "NUBLADO_USER"
 ENV_TOKEN = "NUBLADO_TOKEN"  # noqa: S105 - the variable's name, not a token
 ENV_TOKEN_FILE = "NUBLADO_TOKEN_FILE"  # noqa: S105
+ENV_SERVER_URL = "NUBLADO_SERVER_URL"
 
 
 class _UsageError(Exception):
@@ -245,7 +246,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--server-url",
-        help="run in a plain Jupyter server at this URL (no hub), with the same token settings",
+        help="run in a plain Jupyter server at this URL (no hub), with the same token settings"
+        f" (default: ${ENV_SERVER_URL})",
     )
     run.add_argument(
         "--kernel",
@@ -641,6 +643,9 @@ def _session_opener(
                 logger=logger,
             )
         return
+    if not args.local and not args.server_url:
+        # A plain Jupyter server from the environment, as for the papermill engine.
+        args.server_url = os.environ.get(ENV_SERVER_URL) or None
     if args.server_url:
         token = _token(args)
         yield lambda name: open_lab_session(

@@ -543,10 +543,10 @@ class NubladoClient:
                 raise NubladoTimeoutError(
                     "Timed out waiting for spawn progress", self.username
                 ) from None
-            if reopened and e.status == 400:
+            if reopened and e.status in (400, 404):
                 # The hub answers 400 when the lab is neither starting nor
-                # running nor failed: it forgot the spawn, as a restarted
-                # hub does.
+                # running nor failed, and 404 when it has no server at all:
+                # it forgot the spawn, as a restarted hub does.
                 raise _SpawnGoneError(
                     "The spawn ended without a result: the hub restarted or"
                     " stopped the lab while it was starting"

@@ -23,7 +23,7 @@ from ._exceptions import NubladoRedirectError, NubladoUsageError, NubladoWebErro
 from ._logging import Logger
 from ._reasons import server_message, status_explanation, transport_failure
 from ._redact import redact_secrets, redact_url
-from ._retry import RETRY_STATUSES, RetryPolicy
+from ._retry import IDEMPOTENT, RETRY_STATUSES, RetryPolicy
 
 if TYPE_CHECKING:
     import requests
@@ -455,38 +455,48 @@ class HTTPSession:
         started_at = _utcnow()
         self.cancellation.check()
         self.cancellation.track(self.session.get_adapter(url))
+        start = time.monotonic()
+        unrouted = 0
         try:
             proxy = self.proxy_for(url)
-            with request_deadline(retry_deadline):
-                response = self.session.request(
-                    method,
-                    url,
-                    headers=dict(headers or {}),
-                    json=json,
-                    data=data,
-                    params=params,
-                    auth=self._auth,
-                    # Per request: requests prefers REQUESTS_CA_BUNDLE over
-                    # the session's verify, which would ignore an explicit
-                    # CA path.
-                    verify=self.ca_bundle(),
-                    # requests hands a urllib3 Timeout to urllib3 as it is.
-                    timeout=DeadlineTimeout(  # type: ignore[arg-type]
-                        connect=self.timeout, read=read_timeout
-                    ),
-                    allow_redirects=False,
-                    proxies={"http": proxy, "https": proxy} if proxy else {},
-                    # Always streamed: requests reads a body with a timeout
-                    # per read, so a server trickling an endless body would
-                    # hold the call forever; _read_body reads it under one
-                    # deadline.
-                    stream=True,
-                )
-            if not stream:
+            while True:
+                left = max(retry_deadline - (time.monotonic() - start), 0.001)
+                with request_deadline(left):
+                    response = self.session.request(
+                        method,
+                        url,
+                        headers=dict(headers or {}),
+                        json=json,
+                        data=data,
+                        params=params,
+                        auth=self._auth,
+                        # Per request: requests prefers REQUESTS_CA_BUNDLE
+                        # over the session's verify, which would ignore an
+                        # explicit CA path.
+                        verify=self.ca_bundle(),
+                        # requests hands a urllib3 Timeout to urllib3 as it is.
+                        timeout=DeadlineTimeout(  # type: ignore[arg-type]
+                            connect=self.timeout, read=read_timeout
+                        ),
+                        allow_redirects=False,
+                        proxies={"http": proxy, "https": proxy} if proxy else {},
+                        # Always streamed: requests reads a body with a
+                        # timeout per read, so a server trickling an endless
+                        # body would hold the call forever; _read_body reads
+                        # it under one deadline.
+                        stream=True,
+                    )
+                if stream:
+                    break
                 self._read_body(response, read_timeout, started_at)
-            # A cancelled read can look like a short body (the socket was
-            # shut down under it): never hand one on as complete.
-            self.cancellation.check()
+                # A cancelled read can look like a short body (the socket
+                # was shut down under it): never hand one on as complete.
+                self.cancellation.check()
+                unrouted += 1
+                pause = self._unrouted_pause(response, unrouted, start + retry_deadline)
+                if pause is None:
+                    break
+                time.sleep(pause)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # requests wraps most failures; urllib3 and the socket layer
             # raise their own while a body is read. The library's own text
@@ -515,6 +525,35 @@ class HTTPSession:
         if response.status_code not in ok:
             raise self.status_error(response, started_at)
         return response
+
+    def _unrouted_pause(
+        self, response: requests.Response, retry: int, end: float
+    ) -> Optional[float]:
+        # configurable-http-proxy, just restarted, answers a bare "Not Found"
+        # (no Content-Type) until the hub has given it its routes again, a
+        # few seconds later; urllib3 cannot see a body, so this one case of
+        # "later" is retried here. A hub's or a lab's own 404 is a page.
+        method = response.request.method or "GET"
+        if (
+            response.status_code != 404
+            or method not in IDEMPOTENT
+            or "Content-Type" in response.headers
+            or response.content.strip() != b"Not Found"
+            or retry > self.retry.retries
+        ):
+            return None
+        pause = self.retry.pause(retry)
+        if time.monotonic() + pause >= end:
+            return None
+        self._logger.info(
+            "Retrying HTTP request",
+            method=method,
+            url=redact_url(response.url),
+            reason="status 404 from a proxy without routes",
+            retry=retry,
+            pause=round(pause, 3),
+        )
+        return pause
 
     def _read_body(
         self, response: requests.Response, seconds: float, started_at: datetime.datetime

@@ -11,7 +11,7 @@ the notebook), the execution count comes from ``execute_input``, and
 from __future__ import annotations
 
 import datetime
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 __all__ = ["CellRecorder", "DisplayRegistry"]
 
@@ -77,10 +77,19 @@ class CellRecorder:
         ``metadata.execution`` are replaced.
     displays
         The notebook's displays, shared by all its cells.
+    node
+        Makes each dict written into the notebook (papermill's engine
+        needs ``NotebookNode`` objects).
     """
 
-    def __init__(self, cell: Dict[str, Any], displays: DisplayRegistry) -> None:
+    def __init__(
+        self,
+        cell: Dict[str, Any],
+        displays: DisplayRegistry,
+        node: Callable[[Dict[str, Any]], Dict[str, Any]] = dict,
+    ) -> None:
         self.cell = cell
+        self._node = node
         self._displays = displays
         self._clear_before_next = False
         self.outputs: List[Dict[str, Any]] = []
@@ -89,7 +98,7 @@ class CellRecorder:
         metadata = cell.get("metadata")
         if not isinstance(metadata, dict):
             metadata = cell["metadata"] = {}
-        self.timings: Dict[str, str] = {}
+        self.timings: Dict[str, Any] = node({})
         metadata["execution"] = self.timings
 
     def on_message(self, msg: Dict[str, Any]) -> None:
@@ -156,8 +165,11 @@ class CellRecorder:
             if display_id:
                 # A new display under a known id also updates the old ones.
                 self._displays.update(display_id, output["data"], output["metadata"])
-                self._displays.add(display_id, output)
-        self.outputs.append(output)
+                shown = self._node(output)
+                self._displays.add(display_id, shown)
+                self.outputs.append(shown)
+                return
+        self.outputs.append(self._node(output))
 
 
 def _display_id(content: Mapping[str, Any]) -> Optional[str]:

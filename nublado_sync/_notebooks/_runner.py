@@ -9,7 +9,7 @@ opened in JupyterLab.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 from .._deadline import Deadline
 from .._exceptions import (
@@ -33,7 +33,7 @@ from ._plan import (
     prepare_notebook,
 )
 
-__all__ = ["execute_notebook"]
+__all__ = ["execute_notebook", "run_cells"]
 
 
 def _hook(
@@ -135,15 +135,85 @@ def execute_notebook(
     cell_limit = _timedelta(cell_timeout, "cell_timeout")
     notebook_limit = _timedelta(timeout, "timeout")
     notebook = prepare_notebook(content, parameters)
-    start_hook = _hook(hooks, "on_cell_start", on_cell_start)
-    complete_hook = _hook(hooks, "on_cell_complete", on_cell_complete)
-    error_hook = _hook(hooks, "on_cell_error", on_cell_error)
+    run_cells(
+        session,
+        notebook,
+        name=name,
+        cell_timeout=cell_limit,
+        timeout=notebook_limit,
+        allow_errors=allow_errors,
+        on_cell_start=_hook(hooks, "on_cell_start", on_cell_start),
+        on_cell_complete=_hook(hooks, "on_cell_complete", on_cell_complete),
+        on_cell_error=_hook(hooks, "on_cell_error", on_cell_error),
+        on_output=on_output,
+    )
+    return dump_notebook(notebook)
+
+
+def run_cells(
+    session: JupyterLabSession,
+    notebook: Dict[str, Any],
+    *,
+    name: Optional[str] = None,
+    cell_timeout: Optional[datetime.timedelta] = None,
+    timeout: Optional[datetime.timedelta] = None,
+    allow_errors: bool = False,
+    on_cell_start: Optional[CellHook] = None,
+    on_cell_complete: Optional[CellHook] = None,
+    on_cell_error: Optional[CellHook] = None,
+    on_output: Optional[OutputCallback] = None,
+    node: Callable[[Dict[str, Any]], Dict[str, Any]] = dict,
+) -> None:
+    """Run a prepared notebook's code cells in place (see `execute_notebook`).
+
+    For callers that keep the notebook object, such as the papermill
+    engine: the cells are filled in where they are, and ``node`` makes each
+    output and timings dict (papermill needs ``NotebookNode`` objects).
+
+    Parameters
+    ----------
+    session
+        Open kernel session.
+    notebook
+        A notebook from `prepare_notebook`, filled in place.
+    name
+        Notebook name for error reports.
+    cell_timeout
+        Deadline of each cell.
+    timeout
+        Deadline of the whole notebook.
+    allow_errors
+        Go on after a cell that raised.
+    on_cell_start
+        Hook before each cell.
+    on_cell_complete
+        Hook after each cell.
+    on_cell_error
+        Hook for a cell that raised.
+    on_output
+        Called with each output as it arrives.
+    node
+        Makes the dicts written into the notebook.
+
+    Raises
+    ------
+    NubladoExecutionError
+        As `execute_notebook`.
+    NubladoExecutionTimeoutError
+        As `execute_notebook`.
+    NubladoKernelDiedError
+        As `execute_notebook`.
+    NubladoWebSocketError
+        As `execute_notebook`.
+    """
+    cell_limit, notebook_limit = cell_timeout, timeout
+    start_hook, complete_hook, error_hook = on_cell_start, on_cell_complete, on_cell_error
     deadline = Deadline(notebook_limit)
     displays = DisplayRegistry()
     for run in code_cells(notebook, name):
         if start_hook is not None:
             start_hook(run)
-        recorder = CellRecorder(run.cell, displays)
+        recorder = CellRecorder(run.cell, displays, node)
         context = CodeContext(notebook=name, cell=run.id, cell_number=str(run.number))
         limit = _cell_deadline(cell_limit, deadline)
         if limit is not None and limit.total_seconds() <= 0:
@@ -191,7 +261,6 @@ def execute_notebook(
                 result=result,
                 notebook=dump_notebook(notebook),
             )
-    return dump_notebook(notebook)
 
 
 def _cell_deadline(
