@@ -78,12 +78,14 @@ def make_request(
     )
 
 
-def execute_request(code: str, *, session: str, username: str) -> KernelMessage:
+def execute_request(
+    code: str, *, session: str, username: str, store_history: bool = False
+) -> KernelMessage:
     """Build an ``execute_request`` that runs ``code`` without stdin."""
     content = {
         "code": code,
         "silent": False,
-        "store_history": False,
+        "store_history": store_history,
         "user_expressions": {},
         "allow_stdin": False,
         "stop_on_error": True,
