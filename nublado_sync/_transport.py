@@ -8,12 +8,13 @@ error into `NubladoWebSocketError`, and keeps an idle connection alive.
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ._cancel import shutdown_socket
 from ._exceptions import NubladoError, NubladoProtocolError, NubladoWebSocketError
@@ -34,8 +35,27 @@ _OPCODE_CLOSE = 0x8
 __all__ = ["KernelSocket", "open_websocket"]
 
 
+# Bytes asked of the socket at a time: one read takes in a burst of small
+# messages, or a good slice of a large one (websocket-client alone asks for
+# a frame's header, length and payload separately, 16 KiB at most each).
+_READ_SIZE = 64 * 1024
+
+
+def _ready(sock: socket.socket, writing: bool, timeout: Optional[float]) -> bool:
+    """Wait up to ``timeout`` seconds (`None`: no limit) for a socket to be ready."""
+    if hasattr(select, "poll"):
+        # poll, unlike select, works for descriptors above FD_SETSIZE.
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT if writing else select.POLLIN)
+        return bool(poller.poll(None if timeout is None else math.ceil(timeout * 1000)))
+    readers, writers, _ = select.select(
+        [] if writing else [sock], [sock] if writing else [], [], timeout
+    )
+    return bool(readers or writers)
+
+
 class _DeadlineSocket:
-    """A socket whose timeout is a deadline for all reads and writes after it.
+    """A buffered socket whose timeout is a deadline for all reads and writes after it.
 
     websocket-client applies the socket timeout to each ``recv`` call, and a
     frame takes many of them: a server trickling a frame one byte at a time
@@ -44,11 +64,28 @@ class _DeadlineSocket:
     from now", which is the deadline a caller means. Deadlines are kept per
     thread, so an interrupt sent from another thread neither moves nor
     inherits the reader's.
+
+    It also reads ahead: the descriptor stays non-blocking, a read takes up
+    to ``_READ_SIZE`` bytes and hands them out as websocket-client asks, and
+    the socket is polled only when nothing is buffered. A small message
+    then costs one poll and one read instead of three of each (plus a
+    system call per timeout change), which is what a thread per session
+    pays for in system calls and in handing the GIL around.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._local = threading.local()
+        # Read and not yet handed out: self._chunk[self._offset:].
+        self._chunk = b""
+        self._offset = 0
+        # Python's own timeouts would poll before every call; ours polls
+        # only when a call would block.
+        sock.settimeout(0.0)
+        import ssl  # loaded already: websocket-client imports it
+
+        self._would_block_reading = (BlockingIOError, ssl.SSLWantReadError)
+        self._would_block_writing = (BlockingIOError, ssl.SSLWantWriteError)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -62,23 +99,60 @@ class _DeadlineSocket:
             return None
         return max(deadline - time.monotonic(), 0.0)
 
-    def _arm(self) -> None:
+    def pending(self) -> int:
+        """Bytes received and not yet handed out (TLS: decrypted ones included)."""
+        tls = getattr(self._sock, "pending", None)
+        buffered = max(len(self._chunk) - self._offset, 0)
+        return buffered + (tls() if tls is not None else 0)
+
+    def _wait(self, writing: bool) -> None:
+        """Wait until the socket is ready, or raise `socket.timeout` at the deadline."""
         remaining = self.gettimeout()
         if remaining is not None and remaining <= 0:
             raise socket.timeout("timed out")
-        self._sock.settimeout(remaining)
+        if not _ready(self._sock, writing, remaining):
+            raise socket.timeout("timed out")
 
     def recv(self, bufsize: int) -> bytes:
-        self._arm()
-        return self._sock.recv(bufsize)
+        if self._offset >= len(self._chunk):
+            self._chunk, self._offset = self._fill(), 0  # b"" at the end of the stream
+        chunk, start = self._chunk, self._offset
+        self._offset = start + bufsize
+        if start == 0 and bufsize >= len(chunk):
+            return chunk  # all of it: no copy
+        return chunk[start : start + bufsize]
 
-    def send(self, data: bytes) -> int:
-        self._arm()
-        return self._sock.send(data)
+    def _fill(self) -> bytes:
+        # A caller that finds nothing waiting must still see its deadline.
+        remaining = self.gettimeout()
+        if remaining is not None and remaining <= 0:
+            raise socket.timeout("timed out")
+        while True:
+            try:
+                data: bytes = self._sock.recv(_READ_SIZE)
+            except self._would_block_reading:
+                self._wait(writing=False)
+            except self._would_block_writing:  # TLS renegotiation
+                self._wait(writing=True)
+            else:
+                return data
+
+    def send(self, data: Union[bytes, memoryview]) -> int:
+        remaining = self.gettimeout()
+        if remaining is not None and remaining <= 0:
+            raise socket.timeout("timed out")
+        while True:
+            try:
+                return self._sock.send(data)
+            except self._would_block_writing:
+                self._wait(writing=True)
+            except self._would_block_reading:  # TLS renegotiation
+                self._wait(writing=False)
 
     def sendall(self, data: bytes) -> None:
-        self._arm()
-        self._sock.sendall(data)
+        view = memoryview(data)
+        while view:
+            view = view[self.send(view) :]
 
 
 class _HandshakeDeadline:
@@ -241,8 +315,8 @@ class KernelSocket:
     max_message_size
         Largest message accepted, in bytes, or `None`.
     prompt_acks
-        After a message, when nothing more is waiting, send an unsolicited
-        pong (see `recv`).
+        Before waiting for more of a reply, when nothing is waiting, send
+        an unsolicited pong (see `recv`).
     keepalive_interval
         Seconds between unsolicited pong frames while idle, or `None` for no
         keepalive. jupyter_server closes a socket that has not answered its
@@ -265,6 +339,8 @@ class KernelSocket:
         self._logger = logger
         self._max_size = max_message_size
         self._prompt_acks = prompt_acks
+        # A pong for the next recv to send before it waits (see recv).
+        self._ack_owed = False
         if ws.sock is not None and not isinstance(ws.sock, _DeadlineSocket):
             ws.sock = _DeadlineSocket(ws.sock)  # type: ignore[assignment]
         if max_message_size is not None:
@@ -333,6 +409,8 @@ class KernelSocket:
         # only a lookup, and `import nublado_sync` stays cheap for cold starts.
         import websocket
 
+        # Whatever this frame is, the ACK of what came before rides it.
+        self._ack_owed = False
         try:
             self._ws.settimeout(None if timeout is None else max(timeout, _MIN_TIMEOUT))
             if self.is_v1:
@@ -353,12 +431,16 @@ class KernelSocket:
         """Read one frame, waiting at most ``timeout`` seconds.
 
         With ``ack`` (used while a reply is awaited) and ``prompt_acks``, a
-        pong frame follows a message when no more data is waiting. The
-        kernel WebSocket leaves Nagle's algorithm on, so the server holds
-        each small message until the previous one is acknowledged, and the
-        client's kernel delays that ACK by up to 40 ms; the pong gives the
-        ACK a segment to ride at once. A burst of output (more data already
-        waiting) sends none.
+        data frame leaves a pong owed: the next `recv` sends it before it
+        waits, if no more data is waiting by then. The kernel WebSocket
+        leaves Nagle's algorithm on, so the server holds each small message
+        until the previous one is acknowledged, and the client's kernel
+        delays that ACK by up to 40 ms; the pong gives the ACK a segment to
+        ride at once, on every hop (proxies forward it). Sent only when the
+        reader is about to wait, it goes out only when a stall is possible:
+        not during a burst of output (data waiting), not after the last
+        message of a reply (no further `recv`), and not when a frame was
+        sent since (`send`: the ACK rode that one).
 
         Returns
         -------
@@ -375,6 +457,10 @@ class KernelSocket:
         """
         import websocket  # a lookup: see send
 
+        if self._ack_owed:
+            self._ack_owed = False
+            if self._idle():
+                self.pong()
         try:
             self._ws.settimeout(max(timeout, _MIN_TIMEOUT))
             opcode, frame = self._ws.recv_data_frame(control_frame=True)
@@ -397,8 +483,8 @@ class KernelSocket:
         data = frame.data
         if opcode == _OPCODE_CLOSE:
             raise self._close_error(data)
-        if ack and self._prompt_acks and self._idle():
-            self.pong()
+        if ack and self._prompt_acks and opcode in (_OPCODE_BINARY, _OPCODE_TEXT):
+            self._ack_owed = True
         if self._max_size is not None and len(data) > self._max_size:
             raise self._error(f"Message of {len(data)} bytes exceeds the limit of {self._max_size}")
         if opcode == _OPCODE_BINARY:

@@ -407,6 +407,10 @@ def test_prompt_ack_pongs_only_while_a_reply_is_awaited(
     if prompt_acks:
         assert after_open >= 1
         assert after_pass > after_open
+        # "pass" brings four messages (busy, execute_input, execute_reply,
+        # idle); a pong goes out only before waiting for more, so never
+        # after the last one.
+        assert after_pass - after_open <= 3
         # busy, execute_input, the stream (maybe split by the kernel),
         # execute_reply, idle: about a dozen messages at most.
         assert 1 <= after_big - after_pass <= 12
