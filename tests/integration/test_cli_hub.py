@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -149,3 +150,35 @@ def test_status_json_on_failure(hub: TestHub) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert report["error"]["type"] == "NubladoWebError"
+
+
+def test_bad_notebook_refused_before_any_spawn(hub: TestHub, tmp_path: Path) -> None:
+    # Bad input is refused before the lab is spawned (issue 13).
+    env = env_for(hub, "carol")
+    bad = tmp_path / "old.ipynb"
+    bad.write_text(json.dumps({"nbformat": 3, "nbformat_minor": 0, "worksheets": []}))
+    notebook = tmp_path / "ok.ipynb"
+    notebook.write_text(
+        json.dumps(
+            {
+                "nbformat": 4,
+                "nbformat_minor": 5,
+                "metadata": {},
+                "cells": [
+                    {
+                        "cell_type": "code",
+                        "id": "a",
+                        "metadata": {},
+                        "source": "1",
+                        "outputs": [],
+                        "execution_count": None,
+                    }
+                ],
+            }
+        )
+    )
+    for args in ([str(bad)], [str(notebook), "-p", "no good", "1"]):
+        result = nublado_sync("run", *args, env=env)
+        assert result.returncode == 2, result.stderr
+    # Nothing was spawned (the runs did not stop anything either).
+    assert nublado_sync("status", env=env).stdout == "stopped\n"
