@@ -67,6 +67,10 @@ class ExecutionCollector:
         """Both ``execute_reply`` and the final ``idle`` status arrived."""
         return self._reply is not None and self._idle
 
+    def owns(self, parent: Optional[str]) -> bool:
+        """Whether a message with this parent id answers the request."""
+        return parent is not None and parent == self.msg_id
+
     def feed(self, msg: KernelMessage) -> None:
         """Take one message from the kernel; ignore what is not ours."""
         parent = msg.parent_id

@@ -19,6 +19,7 @@ from .._execution import OutputCallback
 from .._models import CodeContext, ExecutionResult
 from .._session import JupyterLabSession
 from ._format import cell_source, dump_notebook, parse_notebook
+from ._queued import PlannedCell, run_queued
 
 __all__ = ["execute_notebook"]
 
@@ -40,6 +41,7 @@ def execute_notebook(
     name: Optional[str] = None,
     cell_timeout: Optional[datetime.timedelta] = None,
     on_output: Optional[OutputCallback] = None,
+    queue_cells: bool = True,
 ) -> str:
     """Run every code cell of a notebook, in order, and return it executed.
 
@@ -55,6 +57,14 @@ def execute_notebook(
         Deadline of each cell; `None` for none.
     on_output
         Called with each output as it arrives.
+    queue_cells
+        Send every code cell at once, as JupyterLab's Run All does, so the
+        kernel goes from one cell to the next without waiting for the
+        network (the default); with `False`, send each cell when the one
+        before it is done. The notebook comes out the same: the run stops
+        at the first failing cell either way (the kernel aborts the cells
+        queued behind it), and each cell's deadline starts when the kernel
+        starts that cell. See :ref:`notebooks-queued`.
 
     Returns
     -------
@@ -77,36 +87,48 @@ def execute_notebook(
     notebook = parse_notebook(content)
     # Outputs of an earlier run must not pass for this run's, in the cells
     # after a failure above all.
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code":
-            cell["outputs"] = []
-            cell["execution_count"] = None
-    count = 0
+    cells: List[PlannedCell] = []
     for index, cell in enumerate(notebook["cells"]):
         if cell["cell_type"] != "code":
             continue
-        count += 1
+        cell["outputs"] = []
+        cell["execution_count"] = None
+        count = len(cells) + 1
         context = CodeContext(
             notebook=name, cell=str(cell.get("id") or index), cell_number=str(count)
         )
-        source = cell_source(cell)
+        cells.append(PlannedCell(cell, cell_source(cell), context, count))
+    if queue_cells:
+        run_queued(
+            session,
+            notebook,
+            cells,
+            record=_record,
+            cell_timeout=lambda: cell_timeout,
+            on_output=on_output,
+        )
+        return dump_notebook(notebook)
+    for planned in cells:
         try:
             result = session.execute(
-                source, context, timeout=cell_timeout, on_output=on_output, raise_on_error=False
+                planned.source,
+                planned.context,
+                timeout=cell_timeout,
+                on_output=on_output,
+                raise_on_error=False,
             )
         except (NubladoExecutionTimeoutError, NubladoKernelDiedError) as e:
             if e.result is not None:
-                cell["outputs"] = _cell_outputs(e.result, count)
-            cell["execution_count"] = count
+                _record(planned, e.result)
+            planned.cell["execution_count"] = planned.count
             e.notebook = dump_notebook(notebook)
             raise
-        cell["outputs"] = _cell_outputs(result, count)
-        cell["execution_count"] = count
+        _record(planned, result)
         if result.status != "ok":
             raise NubladoExecutionError(
                 session.username,
-                code=source,
-                context=context,
+                code=planned.source,
+                context=planned.context,
                 error=result.error_text,
                 status=result.status or "unknown",
                 started_at=result.started_at,
@@ -114,3 +136,8 @@ def execute_notebook(
                 notebook=dump_notebook(notebook),
             )
     return dump_notebook(notebook)
+
+
+def _record(planned: PlannedCell, result: ExecutionResult) -> None:
+    planned.cell["outputs"] = _cell_outputs(result, planned.count)
+    planned.cell["execution_count"] = planned.count
