@@ -26,6 +26,7 @@ without it lets the next cell run.
 from __future__ import annotations
 
 import datetime
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -35,6 +36,13 @@ from ._messages import KernelMessage
 from ._models import CodeContext, ExecutionResult
 
 __all__ = ["CellDeadline", "PipelineCollector", "QueuedCell", "ResultCallback"]
+
+# How long a cell whose final idle status is in may wait for its reply
+# before the reply counts as lost. jupyter-server-documents (0.3) can drop
+# the shell replies of requests queued behind the first one while passing
+# their IOPub messages on; the reply normally comes within milliseconds of
+# the idle status.
+LOST_REPLY_GRACE = 2.0
 
 ResultCallback = Callable[[int, ExecutionResult], None]
 """Called with a queued cell's index and result as it completes, in order."""
@@ -110,6 +118,7 @@ class PipelineCollector:
         self._cell_timeout = cell_timeout
         self._on_result = on_result
         self._deadlines: List[Optional[Deadline]] = [None] * len(cells)
+        self._idle_at: Dict[int, float] = {}
         self.current = 0
         self._start(0)
 
@@ -157,6 +166,36 @@ class PipelineCollector:
         if self._deadlines[index] is None and _is_busy(msg):
             self._start(index)
         self.collectors[index].feed(msg)
+        collector = self.collectors[index]
+        if collector.idle and not collector.replied and index not in self._idle_at:
+            self._idle_at[index] = time.monotonic()
+        self._advance()
+
+    def settle_lost_replies(self, now: float) -> List[int]:
+        """Complete the cells whose reply has not come long after their idle status.
+
+        Returns
+        -------
+        list of int
+            Indexes of the cells completed without their reply.
+        """
+        settled = []
+        while not self.done:
+            since = self._idle_at.get(self.current)
+            collector = self.collectors[self.current]
+            if since is None or collector.replied or now - since < LOST_REPLY_GRACE:
+                break
+            collector.settle_without_reply()
+            settled.append(self.current)
+            self._advance()
+        return settled
+
+    def next_settle(self, now: float) -> Optional[float]:
+        """Seconds until `settle_lost_replies` may complete the current cell."""
+        since = None if self.done else self._idle_at.get(self.current)
+        return None if since is None else max(since + LOST_REPLY_GRACE - now, 0.0)
+
+    def _advance(self) -> None:
         while not self.done and self.collectors[self.current].done:
             finished = self.current
             result = self.collectors[finished].result()

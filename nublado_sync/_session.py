@@ -671,6 +671,8 @@ class JupyterLabSession:
         probe_sent_at = 0.0
         while not collector.done:
             now = time.monotonic()
+            if isinstance(collector, PipelineCollector) and self._settle_lost(collector, now):
+                continue
             if deadline.expired():
                 raise NubladoTimeoutError("Deadline passed", self.username)
             if probe_id is None and now - heard_at >= self._heartbeat_interval:
@@ -690,6 +692,9 @@ class JupyterLabSession:
                 wait = heard_at + self._heartbeat_interval - now
             else:
                 wait = probe_sent_at + self._heartbeat_timeout - now
+            if isinstance(collector, PipelineCollector):
+                settle = collector.next_settle(now)
+                wait = wait if settle is None else min(wait, settle)
             msg = self._socket.recv(deadline.bound(wait), ack=True)
             if msg is None:
                 continue
@@ -717,6 +722,16 @@ class JupyterLabSession:
                     f"The kernel was restarted (status {msg.content.get('execution_state')!r})"
                     " while running the code; its state is lost"
                 )
+
+    def _settle_lost(self, pipeline: PipelineCollector, now: float) -> bool:
+        settled = pipeline.settle_lost_replies(now)
+        for index in settled:
+            self._logger.warning(
+                "The server lost the kernel's reply to a queued cell;"
+                " its outcome is taken from its outputs",
+                cell=index + 1,
+            )
+        return bool(settled)
 
     def _restarted(self, msg: KernelMessage) -> bool:
         # A dead kernel's restart is announced by a status message that can

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -149,3 +150,22 @@ def test_status_json_on_failure(hub: TestHub) -> None:
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert report["error"]["type"] == "NubladoWebError"
+
+
+def test_batch_spawns_one_lab_for_many_notebooks(hub: TestHub, tmp_path: Path) -> None:
+    env = env_for(hub, "carol")
+    for name, source in (("a", "print('a')"), ("b", "print('b')"), ("c", "1/0")):
+        cell = {"cell_type": "code", "id": name, "metadata": {}, "outputs": [], "source": source}
+        (tmp_path / f"{name}.ipynb").write_text(
+            json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]})
+        )
+    result = nublado_sync(
+        "run", "--size", "Small", "--jobs", "2", "--json", "--stop", str(tmp_path), env=env
+    )
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["passed"] == 2
+    assert summary["counts"]["failed"] == 1
+    # One spawn for the three notebooks; each had its own kernel, all gone.
+    assert len(hub.spawn_forms("carol")) == 1
+    assert nublado_sync("status", env=env).stdout == "stopped\n"

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any, Optional
 
 from nublado_sync._messages import KernelMessage
 from nublado_sync._models import ExecutionResult
-from nublado_sync._pipeline import CellDeadline, PipelineCollector, QueuedCell
+from nublado_sync._pipeline import (
+    LOST_REPLY_GRACE,
+    CellDeadline,
+    PipelineCollector,
+    QueuedCell,
+)
 
 
 def message(channel: str, msg_type: str, parent: Optional[str], **content: Any) -> KernelMessage:
@@ -91,3 +97,27 @@ def test_restart_concerns_the_current_cell() -> None:
     collector.feed(status(None, "restarting"))
     assert collector.kernel_died
     assert collector.collector.result().stdout == ""
+
+
+def test_a_reply_lost_by_the_server_is_settled_from_iopub() -> None:
+    # jupyter-server-documents can drop the shell replies of queued
+    # requests while passing on their IOPub messages.
+    collector, results = pipeline([None, None, None])
+    for parent, extra in (("r0", []), ("r1", [message("iopub", "error", "r1", ename="E")])):
+        collector.feed(status(parent, "busy"))
+        collector.feed(message("iopub", "execute_input", parent, code="x"))
+        for msg in extra:
+            collector.feed(msg)
+        collector.feed(status(parent, "idle"))
+    # Aborted: no execute_input.
+    collector.feed(status("r2", "busy"))
+    collector.feed(status("r2", "idle"))
+    assert results == []
+    now = time.monotonic()
+    assert collector.settle_lost_replies(now) == []
+    wait = collector.next_settle(now)
+    assert wait is not None
+    assert 0 < wait <= LOST_REPLY_GRACE
+    assert collector.settle_lost_replies(now + LOST_REPLY_GRACE) == [0, 1, 2]
+    assert collector.done
+    assert [result.status for _, result in results] == ["ok", "error", "aborted"]
