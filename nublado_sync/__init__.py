@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         SpawnProgressMessage,
     )
     from ._notebooks._runner import execute_notebook
+    from ._reconnect import ReconnectPolicy
     from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
@@ -87,6 +88,7 @@ __all__ = [
     "NubladoUsageError",
     "NubladoWebError",
     "NubladoWebSocketError",
+    "ReconnectPolicy",
     "RetryPolicy",
     "SpawnProgressMessage",
     "__version__",
@@ -135,6 +137,7 @@ _EXPORTS = {
     "NubladoUsageError": "_exceptions",
     "NubladoWebError": "_exceptions",
     "NubladoWebSocketError": "_exceptions",
+    "ReconnectPolicy": "_reconnect",
     "RetryPolicy": "_retry",
     "SpawnProgressMessage": "_models",
     "execute_notebook": "_notebooks._runner",

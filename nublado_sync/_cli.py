@@ -549,15 +549,24 @@ def _check_save_target(args: argparse.Namespace, notebook: Optional[str]) -> Non
         return
     if notebook is None:
         raise _UsageError("--save-notebook needs a .ipynb notebook to run")
-    target = args.save_notebook.expanduser().resolve()
+    given = args.save_notebook
+    target = given.expanduser().resolve()
     if target.is_dir():
         # A directory takes the notebook under its own name.
+        given = given / notebook
         target = target / notebook
         args.save_notebook = target
-    if target.is_dir() or (target.exists() and not os.access(target, os.W_OK)):
-        raise _UsageError(f"cannot write the notebook to {target}")
-    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
-        raise _UsageError(f"cannot write the notebook into {target.parent}")
+    problem = None
+    if target.is_dir():
+        problem = "it is a directory"
+    elif target.exists() and not os.access(target, os.W_OK):
+        problem = "the file is not writable"
+    elif not target.parent.is_dir():
+        problem = f"there is no directory {given.parent}"
+    elif not os.access(target.parent, os.W_OK):
+        problem = f"the directory {given.parent} is not writable"
+    if problem:
+        raise _UsageError(f"cannot write the notebook to {given}: {problem}")
 
 
 def _validated_source(args: argparse.Namespace) -> tuple[str, Optional[str]]:

@@ -58,7 +58,7 @@ def _web_advice(exc: NubladoWebError, mode: str) -> Optional[str]:
     if exc.status is None:
         if "not trusted" in message or "TLS" in message:
             return "Check --ca-bundle: it must hold the certificate authority of the server."
-        if "read timeout" in message:
+        if "read timeout" in message.lower():
             return "The server is slow or stuck; --http-timeout sets how long each answer may take."
         return f"Check {_url_setting(mode)}, and that the server is running and reachable."
     if exc.status == 404 and mode == SERVER:

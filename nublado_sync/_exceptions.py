@@ -252,13 +252,16 @@ class NubladoKernelDiedError(NubladoExecutionError):
 
 
 class NubladoOutputLostError(NubladoExecutionError):
-    """The server dropped some of the code's output.
+    """Some of the code's output never reached the client.
 
     Raised by `~nublado_sync.JupyterLabSession.run_python` when the lab's
-    IOPub rate limit replaced output with a notice, so the returned text
-    would be incomplete. ``result`` holds what did arrive.
-    `~nublado_sync.JupyterLabSession.execute` does not raise this; it sets
-    `ExecutionResult.output_lost` instead.
+    IOPub rate limit replaced output with a notice, or when the WebSocket
+    dropped while the code ran and the server did not keep what the kernel
+    sent meanwhile, so the returned text would be incomplete. ``result``
+    holds what did arrive. `~nublado_sync.JupyterLabSession.execute` sets
+    `ExecutionResult.output_lost` instead, and raises this only when the
+    request's reply itself was lost in a reconnect (its status is then
+    unknown).
     """
 
 

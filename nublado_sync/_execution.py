@@ -46,10 +46,15 @@ class ExecutionCollector:
 
     def __init__(self, msg_id: str, code: str, on_output: Optional[OutputCallback] = None) -> None:
         self.msg_id = msg_id
+        self.code = code
         self.kernel_died = False
         self.rate_limited = False
         # The server's first notice, whole, for the warning.
         self.rate_limit_notice = ""
+        # Set by the session: how often the WebSocket was reopened during
+        # the request, and whether that may have cost output.
+        self.reconnects = 0
+        self.reconnect_lost = False
         self._code = code
         self._on_output = on_output
         self._reply: Optional[Dict[str, Any]] = None
@@ -64,6 +69,11 @@ class ExecutionCollector:
         self.started_at = _utcnow()
 
     @property
+    def replied(self) -> bool:
+        """The ``execute_reply`` arrived."""
+        return self._reply is not None
+
+    @property
     def done(self) -> bool:
         """Both ``execute_reply`` and the final ``idle`` status arrived."""
         return self._reply is not None and self._idle
@@ -72,11 +82,6 @@ class ExecutionCollector:
     def idle(self) -> bool:
         """The request's final ``idle`` status arrived."""
         return self._idle
-
-    @property
-    def replied(self) -> bool:
-        """The request's ``execute_reply`` arrived."""
-        return self._reply is not None
 
     def settle_without_reply(self) -> None:
         """Complete the request from its IOPub messages: its reply was lost.
@@ -214,7 +219,8 @@ class ExecutionCollector:
             ename=error.get("ename") if status == "error" or self._error else None,
             evalue=error.get("evalue") if status == "error" or self._error else None,
             traceback=[str(t) for t in traceback],
-            output_lost=self.rate_limited,
+            output_lost=self.rate_limited or self.reconnect_lost,
+            reconnects=self.reconnects,
             started_at=self.started_at,
             finished_at=_utcnow(),
         )

@@ -14,7 +14,7 @@ import contextlib
 import os
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Collection, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Mapping, Optional, Union
 from urllib.parse import urljoin, urlsplit
 
 from ._exceptions import NubladoRedirectError, NubladoUsageError, NubladoWebError
@@ -26,7 +26,14 @@ from ._retry import RETRY_STATUSES, RetryPolicy
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["BearerAuth", "HTTPSession", "URLSpace", "check_proxies", "is_transient"]
+__all__ = [
+    "BearerAuth",
+    "HTTPSession",
+    "URLSpace",
+    "check_proxies",
+    "is_transient",
+    "response_observers",
+]
 
 # How much of an error body to keep: enough for a traceback or an HTML
 # error page's message, not a whole page.
@@ -39,6 +46,13 @@ _MAX_VISITS = 2
 _REDIRECTS = (301, 302, 303, 307, 308)
 # Bytes read from a response body at a time.
 _CHUNK = 65536
+
+
+# Called with every response before its status is looked at. Empty unless
+# the testing kit runs in this process: it adds one that turns the calls its
+# fake hub saw out of order into AssertionError in the calling thread, as the
+# async client's kit does (see nublado_sync/testing/_order.py).
+response_observers: List[Callable[[requests.Response], None]] = []
 
 
 def set_read_timeout(response: requests.Response, seconds: float) -> None:
@@ -477,6 +491,8 @@ class HTTPSession:
         self._logger.debug(
             "HTTP request", method=method, url=redact_url(url), status=response.status_code
         )
+        for observe in response_observers:
+            observe(response)
         if response.status_code not in ok:
             raise self.status_error(response)
         return response
@@ -490,7 +506,7 @@ class HTTPSession:
             if remaining <= 0:
                 response.close()
                 raise NubladoWebError(
-                    f"The answer did not end within {seconds:.0f}s (read timeout)"
+                    f"Read timeout: the answer did not end within {seconds:.0f}s"
                     f" ({response.request.method} {response.url})",
                     self.user,
                     method=response.request.method,

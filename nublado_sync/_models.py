@@ -77,13 +77,18 @@ class ExecutionResult:
         Traceback lines when the code raised (with ANSI colour codes, as the
         kernel sent them).
     output_lost
-        True when the server dropped output on the way (its IOPub rate limit
-        replaced it with a notice); ``stdout`` and ``stderr`` are then
-        incomplete.
+        True when output may be missing: the server's IOPub rate limit
+        replaced some with a notice, or the WebSocket dropped while the code
+        ran and the server did not keep what the kernel sent meanwhile
+        (``reconnects`` is then above zero). ``stdout``, ``stderr`` and
+        ``outputs`` are then incomplete.
     started_at
         When the request was sent (UTC).
     finished_at
         When the result was complete (UTC).
+    reconnects
+        How many times the session reconnected its WebSocket while the
+        code ran (see `ReconnectPolicy`).
     """
 
     code: str
@@ -98,6 +103,7 @@ class ExecutionResult:
     output_lost: bool = False
     started_at: Optional[datetime.datetime] = None
     finished_at: Optional[datetime.datetime] = None
+    reconnects: int = 0
 
     @property
     def duration(self) -> Optional[datetime.timedelta]:

@@ -119,6 +119,9 @@ class PipelineCollector:
         self._on_result = on_result
         self._deadlines: List[Optional[Deadline]] = [None] * len(cells)
         self._idle_at: Dict[int, float] = {}
+        # Set by the session's reply loop after a reconnect.
+        self.reconnects = 0
+        self.reconnect_lost = False
         self.current = 0
         self._start(0)
 
@@ -136,6 +139,20 @@ class PipelineCollector:
     def cell(self) -> QueuedCell:
         """The current request's cell (the last one once all are done)."""
         return self.cells[min(self.current, len(self.cells) - 1)]
+
+    @property
+    def replied(self) -> bool:
+        """Every request's reply arrived (all are complete)."""
+        return self.done
+
+    @property
+    def code(self) -> str:
+        """The current request's code."""
+        return self.cell.code
+
+    def result(self) -> ExecutionResult:
+        """Build the current request's result from what arrived so far."""
+        return self.collector.result()
 
     @property
     def kernel_died(self) -> bool:

@@ -178,7 +178,7 @@ def transport_failure(exc: BaseException, url: str, timeout: Optional[float] = N
         return f"cannot connect to {where}: no answer to the connection attempt in time"
     if _any(exc, "ReadTimeout", "ReadTimeoutError", "timeout", "TimeoutError"):
         seconds = f" within {timeout:.0f}s" if timeout else ""
-        return f"no answer from {where}{seconds} (read timeout)"
+        return f"read timeout: no answer from {where}{seconds}"
     for cause in causes:
         if isinstance(cause, ssl.SSLCertVerificationError):
             detail = cause.verify_message or "verification failed"

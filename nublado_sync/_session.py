@@ -19,6 +19,7 @@ from ._exceptions import (
     NubladoSessionClosedError,
     NubladoTimeoutError,
     NubladoUsageError,
+    NubladoWebError,
     NubladoWebSocketError,
 )
 from ._execution import ExecutionCollector, OutputCallback
@@ -27,6 +28,7 @@ from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
 from ._pipeline import CellDeadline, PipelineCollector, QueuedCell, ResultCallback
 from ._reasons import one_line
+from ._reconnect import Continuity, ReconnectPolicy
 from ._transport import KernelSocket
 
 if TYPE_CHECKING:
@@ -41,6 +43,10 @@ _CLOSE_TIMEOUT = 1.0
 # How long one readiness probe waits before another is sent: the first
 # requests to a starting kernel can be lost before its channels connect.
 _PROBE_RETRY = 1.0
+_DEFAULT_RECONNECT = ReconnectPolicy()
+
+Opener = Callable[[Optional[float]], "websocket.WebSocket"]
+"""Opens a new WebSocket to the same kernel within the given seconds."""
 
 
 def _seconds(value: Optional[datetime.timedelta], name: str) -> Optional[float]:
@@ -94,6 +100,11 @@ class JupyterLabSession:
         client's delayed ACK (Nagle's algorithm), which cuts the round trip
         of a small cell from about 50 ms to about 12 ms. Turn it off to send
         nothing the server did not ask for.
+    reconnect
+        How to reconnect when the WebSocket drops while a call runs or
+        while the session is idle (see `ReconnectPolicy`); `None` to report
+        a drop at once. Only a session opened by `JupyterLabSessionManager`
+        can reconnect: one wrapping the caller's WebSocket cannot.
     """
 
     def __init__(
@@ -108,23 +119,30 @@ class JupyterLabSession:
         heartbeat_timeout: datetime.timedelta = datetime.timedelta(seconds=60),
         max_message_size: Optional[int] = None,
         prompt_acks: bool = True,
+        reconnect: Optional[ReconnectPolicy] = _DEFAULT_RECONNECT,
+        _client_id: Optional[str] = None,
+        _opener: Optional[Opener] = None,
     ) -> None:
+        if reconnect is not None and not isinstance(reconnect, ReconnectPolicy):
+            raise NubladoUsageError("reconnect must be a ReconnectPolicy or None", username)
         self.username = username
         self.session_id = session_id
         self._logger = (logger or default_logger()).bind(user=username, session=session_id)
         self._heartbeat_interval = _seconds(heartbeat_interval, "heartbeat_interval") or 3.0
         self._heartbeat_timeout = _seconds(heartbeat_timeout, "heartbeat_timeout") or 60.0
-        self._socket = KernelSocket(
-            socket,
-            user=username,
-            logger=self._logger,
-            keepalive_interval=_seconds(keepalive_interval, "keepalive_interval"),
-            max_message_size=max_message_size,
-            prompt_acks=prompt_acks,
-        )
-        # The header's ``session`` names this client connection; the server
-        # session id names the server-side record.
-        self._client_id = uuid.uuid4().hex
+        self._keepalive_interval = _seconds(keepalive_interval, "keepalive_interval")
+        self._max_message_size = max_message_size
+        self._prompt_acks = prompt_acks
+        self._reconnect_policy = reconnect
+        self._opener = _opener
+        self._socket = self._wrap(socket)
+        # The header's ``session`` names this client connection (the
+        # manager uses the same id as the WebSocket's ``session_id``, so a
+        # reconnect is the same client to the server); the server session
+        # id names the server-side record.
+        self._client_id = _client_id or uuid.uuid4().hex
+        self._reconnects = 0
+        self._gave_up = False
         self._ready = False
         # The kernel process's own session id, from its message headers; a
         # different one later means the server restarted the kernel.
@@ -192,12 +210,16 @@ class JupyterLabSession:
         NubladoKernelDiedError
             The kernel died or stopped answering while running the code.
         NubladoOutputLostError
-            The server's IOPub rate limit dropped some of the output.
+            Some of the output is missing: the server's IOPub rate limit
+            dropped it, or the WebSocket dropped while the code ran and the
+            server did not keep what the kernel sent meanwhile (the session
+            reconnects by itself; see ``reconnect``).
         NubladoExecutionTimeoutError
             The deadline passed. The kernel was interrupted and the session
             closed; the partial output is on the exception.
         NubladoWebSocketError
-            The connection was closed or broke; the session is closed.
+            The connection was closed or broke and could not be opened
+            again (see ``reconnect``); the session is closed.
         NubladoProtocolError
             The server sent a frame that could not be decoded; the session
             is closed.
@@ -209,14 +231,21 @@ class JupyterLabSession:
         """
         result = self.execute(code, context, timeout=timeout)
         if result.output_lost:
+            if result.reconnects and not _rate_limit_notice(result.stderr):
+                why = (
+                    "The kernel WebSocket dropped while the code ran and the server did"
+                    " not keep what the kernel sent meanwhile; the output is incomplete"
+                )
+            else:
+                why = (
+                    "The lab's IOPub rate limit dropped output; the output is"
+                    f" incomplete. Notice: {result.stderr.strip()}"
+                )
             raise NubladoOutputLostError(
                 self.username,
                 code=code,
                 context=context,
-                error=(
-                    "The lab's IOPub rate limit dropped output; the output is"
-                    f" incomplete. Notice: {result.stderr.strip()}"
-                ),
+                error=why,
                 status="output lost",
                 started_at=result.started_at,
                 result=result,
@@ -262,13 +291,19 @@ class JupyterLabSession:
         NubladoExecutionError
             The code raised or was aborted (unless ``raise_on_error`` is
             false).
+        NubladoOutputLostError
+            The WebSocket dropped while the code ran and the reply was lost
+            with it (the server kept nothing); raised whatever
+            ``raise_on_error`` says. When only some output may be lost, the
+            result says so instead (`ExecutionResult.output_lost`).
         NubladoKernelDiedError
             The kernel died or stopped answering while running the code.
         NubladoExecutionTimeoutError
             The deadline passed; the kernel was interrupted and the session
             closed.
         NubladoWebSocketError
-            The connection was closed or broke; the session is closed.
+            The connection was closed or broke and could not be opened
+            again (see ``reconnect``); the session is closed.
         NubladoProtocolError
             The server sent a frame that could not be decoded; the session
             is closed.
@@ -399,7 +434,8 @@ class JupyterLabSession:
         NubladoTimeoutError
             The kernel did not answer in time.
         NubladoWebSocketError
-            The connection was closed or broke; the session is closed.
+            The connection was closed or broke and could not be opened
+            again (see ``reconnect``); the session is closed.
         NubladoSessionClosedError
             The session is closed.
         NubladoUsageError
@@ -426,6 +462,122 @@ class JupyterLabSession:
         self._close("closed by the caller")
 
     # Internals
+
+    def _wrap(self, ws: websocket.WebSocket) -> KernelSocket:
+        return KernelSocket(
+            ws,
+            user=self.username,
+            logger=self._logger,
+            keepalive_interval=self._keepalive_interval,
+            max_message_size=self._max_message_size,
+            prompt_acks=self._prompt_acks,
+        )
+
+    def _reconnect(self, deadline: Deadline, cause: NubladoWebSocketError) -> None:
+        """Open a new WebSocket to the kernel in place of the one that dropped.
+
+        Raises ``cause`` when the session cannot reconnect (no policy, no
+        opener, not a drop), or a `NubladoWebSocketError` saying so when
+        every attempt failed or the deadline left no time for another.
+        """
+        policy, opener = self._reconnect_policy, self._opener
+        if policy is None or opener is None or not self._socket.dropped or self._aborted:
+            raise cause
+        # The old socket is broken: close it without waiting for an answer.
+        self._socket.close(0.0)
+        last: Optional[NubladoError] = None
+        attempts = 0
+        for attempt in range(1, policy.max_attempts + 1):
+            if self._aborted:
+                raise cause
+            pause = policy.delay(attempt)
+            remaining = deadline.remaining()
+            if remaining is not None and remaining <= pause:
+                break
+            if pause:
+                time.sleep(pause)
+            attempts = attempt
+            self._logger.warning(
+                "Kernel WebSocket dropped, reconnecting",
+                attempt=attempt,
+                max_attempts=policy.max_attempts,
+                cause=cause.message,
+            )
+            try:
+                ws = opener(deadline.remaining())
+            except (NubladoWebSocketError, NubladoTimeoutError, NubladoWebError) as e:
+                last = e
+                # Even a 404 may pass: a restarted configurable-http-proxy
+                # knows no route until the hub gives it them again.
+                self._logger.info("Reconnect attempt failed", attempt=attempt, error=e.message)
+                continue
+            self._socket = self._wrap(ws)
+            if self._was_aborted():
+                # abort() ran while this connection was being made.
+                self._socket.cut()
+                raise cause
+            self._reconnects += 1
+            self._logger.info("Reconnected kernel WebSocket", attempt=attempt)
+            return
+        why = f"; last attempt: {last.message}" if last is not None else ""
+        self._gave_up = True
+        raise NubladoWebSocketError(
+            f"{cause.message}; reconnecting failed after {attempts} attempt(s){why}",
+            self.username,
+            code=cause.code,
+        ) from cause
+
+    def _was_aborted(self) -> bool:
+        # A method, not the attribute: abort() sets it from another thread.
+        return self._aborted
+
+    def _send_request(self, request: KernelMessage, deadline: Deadline) -> None:
+        """Send a request, reconnecting first if the socket dropped.
+
+        A send that fails because the connection dropped did not reach the
+        kernel whole (the server discards a truncated frame), so it is sent
+        again on the new connection.
+        """
+        for _ in range(2):
+            if self._socket.dropped:
+                self._reconnect(deadline, self._socket_error("dropped while idle"))
+            try:
+                # Without a deadline the heartbeat bounds the send too: a
+                # server that stopped reading must not block it forever.
+                self._socket.send(request, deadline.bound(self._heartbeat_timeout))
+            except NubladoWebSocketError as e:
+                if not self._socket.dropped:
+                    raise
+                self._reconnect(deadline, e)
+            else:
+                return
+        self._socket.send(request, deadline.bound(self._heartbeat_timeout))
+
+    def _socket_error(self, what: str) -> NubladoWebSocketError:
+        return NubladoWebSocketError(f"The kernel WebSocket {what}", self.username)
+
+    def _recv(
+        self, timeout: float, deadline: Deadline, continuity: Optional[Continuity]
+    ) -> Optional[KernelMessage]:
+        """Read one message; reconnect if the connection dropped.
+
+        Returns `None` when nothing arrived in ``timeout``, for a control
+        frame, for a duplicate, and after a reconnect (which
+        ``continuity`` counts).
+        """
+        try:
+            msg = self._socket.recv(deadline.bound(timeout), ack=True)
+        except NubladoWebSocketError as e:
+            self._reconnect(deadline, e)
+            if continuity is not None:
+                continuity.dropped()
+            return None
+        if msg is None or continuity is None:
+            return msg
+        msg_id = msg.header.get("msg_id")
+        if isinstance(msg_id, str) and continuity.seen(msg_id):
+            return None
+        return msg
 
     def _claim(self) -> None:
         # Refuse rather than queue: two threads interleaving requests on one
@@ -484,16 +636,23 @@ class JupyterLabSession:
         request = execute_request(code, session=self._client_id, username=self.username)
         collector = ExecutionCollector(request.header["msg_id"], code, on_output)
         try:
+            self._socket.drain()
+            if self._socket.dropped:
+                # Found dropped while idle: reconnect before anything else.
+                self._reconnect(deadline, self._socket_error("dropped while idle"))
             if not self._ready:
                 self._await_ready(deadline)
-            # Without a deadline the heartbeat bounds the send too: a server
-            # that stopped reading must not block it forever.
-            self._socket.send(request, deadline.bound(self._heartbeat_timeout))
+            self._send_request(request, deadline)
             self._logger.debug("Sent execute_request", msg_id=collector.msg_id)
             self._await_reply(collector, deadline)
         except NubladoKernelDiedError as e:
             e.code, e.context, e.started_at = code, context or e.context, started_at
             e.result = collector.result()
+            raise
+        except NubladoOutputLostError as e:
+            # The connection is fine again and the kernel idle: the session
+            # stays open.
+            e.context, e.started_at = context or e.context, started_at
             raise
         except (NubladoTimeoutError, NubladoWebSocketError) as e:
             if self._aborted:
@@ -501,7 +660,9 @@ class JupyterLabSession:
                 raise NubladoSessionClosedError(
                     "The session was aborted while running the code", self.username
                 ) from e
-            if deadline.expired():
+            # A connection that could not be opened again is reported as
+            # such, even when the deadline ended the attempts.
+            if deadline.expired() and not self._gave_up:
                 self._raise_timeout(code, context, deadline, started_at, collector, e)
             self._abandon(f"{type(e).__name__}")
             e.context, e.started_at = context or e.context, started_at
@@ -515,7 +676,7 @@ class JupyterLabSession:
             self._abandon(f"interrupted by {type(e).__name__}")
             raise
         result = collector.result()
-        if result.output_lost:
+        if collector.rate_limited:
             self._logger.warning(
                 "Lab IOPub rate limit dropped output",
                 notice=one_line(collector.rate_limit_notice, 500),
@@ -596,12 +757,21 @@ class JupyterLabSession:
         )
         deadline = CellDeadline(pipeline)
         try:
+            self._socket.drain()
+            if self._socket.dropped:
+                # Found dropped while idle: reconnect before anything else.
+                self._reconnect(pipeline.deadline(), self._socket_error("dropped while idle"))
             if not self._ready:
                 self._await_ready(pipeline.deadline())
             for request in requests:
-                self._socket.send(request, deadline.bound(self._heartbeat_timeout))
+                self._send_request(request, deadline)
             self._logger.debug("Sent queued execute_requests", count=len(requests))
             self._await_reply(pipeline, deadline)
+        except NubladoOutputLostError as e:
+            # A reconnect lost the rest of the queue's messages; the
+            # connection is fine again and the kernel idle.
+            e.context = pipeline.cell.context or e.context
+            raise
         except NubladoKernelDiedError as e:
             cell, collector = pipeline.cell, pipeline.collector
             e.code, e.context, e.started_at = (
@@ -618,7 +788,7 @@ class JupyterLabSession:
                     "The session was aborted while running the code", self.username
                 ) from e
             cell, collector = pipeline.cell, pipeline.collector
-            if pipeline.deadline().expired():
+            if pipeline.deadline().expired() and not self._gave_up:
                 self._raise_timeout(
                     cell.code, cell.context, pipeline.deadline(), collector.started_at, collector, e
                 )
@@ -666,9 +836,16 @@ class JupyterLabSession:
         self, collector: Union[ExecutionCollector, PipelineCollector], deadline: Deadline
     ) -> None:
         debug = debug_enabled(self._logger)
+        continuity = Continuity()
         heard_at = time.monotonic()
         probe_id: Optional[str] = None
         probe_sent_at = 0.0
+        # After a reconnect: a kernel_info_request on shell, which the kernel
+        # answers only after our request (shell requests run in order). Once
+        # its reply and idle are in, everything of ours that is coming has
+        # come; a reply still missing then was lost with the old socket.
+        barrier_id: Optional[str] = None
+        barrier_replied = barrier_idle = False
         while not collector.done:
             now = time.monotonic()
             if isinstance(collector, PipelineCollector) and self._settle_lost(collector, now):
@@ -695,7 +872,16 @@ class JupyterLabSession:
             if isinstance(collector, PipelineCollector):
                 settle = collector.next_settle(now)
                 wait = wait if settle is None else min(wait, settle)
-            msg = self._socket.recv(deadline.bound(wait), ack=True)
+            reconnects = continuity.reconnects
+            msg = self._recv(wait, deadline, continuity)
+            if continuity.reconnects != reconnects:
+                # A new connection: the probe in flight may be lost with the
+                # old one; the barrier tells when the request is over.
+                collector.reconnects = continuity.reconnects
+                heard_at, probe_id = time.monotonic(), None
+                barrier_id = self._send_probe("shell", deadline)
+                barrier_replied = barrier_idle = False
+                continue
             if msg is None:
                 continue
             if debug:
@@ -706,7 +892,7 @@ class JupyterLabSession:
                     ours=collector.owns(msg.parent_id),
                 )
             parent = msg.parent_id
-            if parent is not None and (parent == probe_id or collector.owns(parent)):
+            if parent is not None and (parent in (probe_id, barrier_id) or collector.owns(parent)):
                 heard_at = time.monotonic()
                 if parent == probe_id:
                     probe_id = None
@@ -716,12 +902,39 @@ class JupyterLabSession:
                             " as a new process); its state is lost"
                         )
                     continue
+                if parent == barrier_id:
+                    barrier_replied |= msg.msg_type == "kernel_info_reply"
+                    barrier_idle |= _is_idle(msg)
+                    if barrier_replied and barrier_idle:
+                        break
+                    continue
             collector.feed(msg)
             if collector.kernel_died:
                 raise self._kernel_died(
                     f"The kernel was restarted (status {msg.content.get('execution_state')!r})"
                     " while running the code; its state is lost"
                 )
+        collector.reconnect_lost = continuity.lost() or not collector.done
+        if collector.reconnect_lost:
+            self._logger.warning(
+                "Messages sent while the WebSocket was down are missing",
+                reconnects=continuity.reconnects,
+                replied=collector.replied,
+                missing_numbers=continuity.missing(),
+            )
+        if not collector.replied:
+            raise NubladoOutputLostError(
+                self.username,
+                code=collector.code,
+                error=(
+                    "The kernel WebSocket dropped while the code ran, and the server"
+                    " kept nothing of what the kernel sent meanwhile: the request's"
+                    " reply and some of its output are lost. The kernel has finished"
+                    " the request."
+                ),
+                status="output lost",
+                result=collector.result(),
+            )
 
     def _settle_lost(self, pipeline: PipelineCollector, now: float) -> bool:
         settled = pipeline.settle_lost_replies(now)
@@ -783,8 +996,12 @@ class JupyterLabSession:
             now = time.monotonic()
             if deadline.expired() or now >= retry_at:
                 return False
-            # A reply is awaited: acknowledge promptly, as for execute.
-            msg = self._socket.recv(deadline.bound(retry_at - now), ack=True)
+            # A reply is awaited: acknowledged promptly, as for execute. After
+            # a reconnect the probe may be lost: send another.
+            reconnects = self._reconnects
+            msg = self._recv(retry_at - now, deadline, None)
+            if self._reconnects != reconnects:
+                return False
             if msg is None or msg.parent_id != probe_id:
                 continue
             if msg.msg_type == "kernel_info_reply":
@@ -795,6 +1012,10 @@ class JupyterLabSession:
             elif _is_idle(msg):
                 idle = True
         return True
+
+
+def _rate_limit_notice(stderr: str) -> bool:
+    return "IOPub data rate exceeded" in stderr or "IOPub message rate exceeded" in stderr
 
 
 def _is_idle(msg: KernelMessage) -> bool:

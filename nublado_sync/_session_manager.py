@@ -113,6 +113,10 @@ class JupyterLabSessionManager:
         self._session_id: Optional[str] = None
         self._kernel_id: Optional[str] = None
         self._session: Optional[JupyterLabSession] = None
+        # The WebSocket's ``session_id``, kept for the session's lifetime:
+        # stock jupyter_server replays what the kernel sent while the socket
+        # was down only to a connection with the same one.
+        self._client_id = uuid.uuid4().hex
 
     def __repr__(self) -> str:
         return (
@@ -175,6 +179,8 @@ class JupyterLabSessionManager:
                 socket=ws,
                 logger=self._logger,
                 max_message_size=self._max_size,
+                _client_id=self._client_id,
+                _opener=self._reopen,
                 **self._session_options,
             )
             remaining = deadline.remaining()
@@ -212,6 +218,13 @@ class JupyterLabSessionManager:
             self._logger.warning("Could not delete lab session", error=one_line(str(e)))
             self._logger.debug("Session delete failure", exc_info=True)
 
+    def _reopen(self, timeout: Optional[float]) -> websocket.WebSocket:
+        # For the session's reconnects: the same kernel, the same client id,
+        # within the open timeout and whatever the caller's deadline leaves.
+        limit = self._open_timeout.total_seconds()
+        seconds = limit if timeout is None else min(timeout, limit)
+        return self._connect(Deadline(datetime.timedelta(seconds=seconds)))
+
     def _connect(self, deadline: Deadline) -> websocket.WebSocket:
         try:
             return self._negotiate(deadline)
@@ -245,8 +258,7 @@ class JupyterLabSessionManager:
         from ._transport import open_websocket
 
         assert self._kernel_id is not None
-        client_id = uuid.uuid4().hex
-        url = self._api.channels_url(self._kernel_id, client_id)
+        url = self._api.channels_url(self._kernel_id, self._client_id)
         timeout = deadline.remaining()
         if timeout == 0:
             raise NubladoTimeoutError(
@@ -307,6 +319,7 @@ class JupyterLabSessionManager:
         )
 
     def _cleanup(self) -> None:
+        self._client_id = uuid.uuid4().hex
         session, self._session = self._session, None
         session_id, self._session_id = self._session_id, None
         kernel_id, self._kernel_id = self._kernel_id, None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ._exceptions import NubladoProtocolError, NubladoWebSocketError
 from ._logging import Logger
 from ._messages import KernelMessage
+from ._reconnect import DROP_CLOSE_CODES
 from ._wire import V1_SUBPROTOCOL, decode_legacy, encode_legacy, encode_v1, split_v1
 
 if TYPE_CHECKING:
@@ -220,6 +221,9 @@ def _poller(ws: websocket.WebSocket) -> Optional[select.poll]:
 # The smallest timeout handed to the socket: zero would make it
 # non-blocking, which websocket-client treats differently.
 _MIN_TIMEOUT = 0.001
+# Time allowed for the rest of a frame whose start is already in, when
+# reading what arrived while idle.
+_DRAIN_TIMEOUT = 1.0
 
 
 class KernelSocket:
@@ -275,6 +279,10 @@ class KernelSocket:
         # keepalive and the pongs recv sends for pings must never interleave.
         if not isinstance(getattr(ws, "lock", None), type(threading.Lock())):
             ws.lock = threading.Lock()
+        # Set when the connection itself failed (reset, closed without a
+        # close frame, closed with a code that invites a reconnect), as
+        # opposed to a frame the client refused.
+        self.dropped = False
         self._stop = threading.Event()
         self._keepalive: Optional[threading.Thread] = None
         if keepalive_interval is not None and keepalive_interval > 0:
@@ -293,6 +301,10 @@ class KernelSocket:
 
     def _error(self, message: str, *, code: Optional[int] = None) -> NubladoWebSocketError:
         return NubladoWebSocketError(message, self._user, code=code)
+
+    def _dropped(self, message: str, *, code: Optional[int] = None) -> NubladoWebSocketError:
+        self.dropped = True
+        return self._error(message, code=code)
 
     def send(self, msg: KernelMessage, timeout: Optional[float]) -> None:
         """Send one message, waiting at most ``timeout`` seconds.
@@ -314,7 +326,9 @@ class KernelSocket:
                 self._ws.send(encode_legacy(msg))
         except websocket.WebSocketTimeoutException as e:
             raise self._error("Timed out sending to the kernel") from e
-        except (websocket.WebSocketException, OSError) as e:
+        except (websocket.WebSocketConnectionClosedException, OSError) as e:
+            raise self._dropped(f"Sending failed: {type(e).__name__}: {e}") from e
+        except websocket.WebSocketException as e:
             raise self._error(f"Sending failed: {type(e).__name__}: {e}") from e
         except ValueError as e:
             # Only JSON encoding raises it (a NaN in content).
@@ -360,8 +374,10 @@ class KernelSocket:
                 f"Message of {e.size} bytes exceeds the limit of {self._max_size}"
             ) from None
         except websocket.WebSocketConnectionClosedException as e:
-            raise self._error("Connection closed unexpectedly (no close frame)") from e
-        except (websocket.WebSocketException, OSError) as e:
+            raise self._dropped("Connection closed unexpectedly (no close frame)") from e
+        except OSError as e:
+            raise self._dropped(f"Connection failed: {type(e).__name__}: {e}") from e
+        except websocket.WebSocketException as e:
             raise self._error(f"Connection failed: {type(e).__name__}: {e}") from e
         data = frame.data
         if opcode == _OPCODE_CLOSE:
@@ -389,6 +405,32 @@ class KernelSocket:
             return decode_legacy(text)
         return None
 
+    def drain(self) -> None:
+        """Read whatever arrived while no call was reading; never raises.
+
+        Called before a call starts: it answers the server's pings, drops
+        stray messages no call awaits, and finds a connection that dropped
+        while idle (`dropped`), so that the call reconnects before it sends
+        rather than sending into a dead socket.
+        """
+        while self._waiting():
+            try:
+                self.recv(_DRAIN_TIMEOUT)
+            except (NubladoWebSocketError, NubladoProtocolError):
+                return
+
+    def _waiting(self) -> bool:
+        """Whether received bytes are known to be waiting (a frame, or EOF)."""
+        if self._ws.frame_buffer.recv_buffer:
+            return True
+        sock = self._ws.sock
+        if sock is None or self._poll is None:
+            return False
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending() > 0:
+            return True
+        return bool(self._poll.poll(0))
+
     def _idle(self) -> bool:
         """Whether no received byte is waiting in any buffer or the socket."""
         if self._ws.frame_buffer.recv_buffer:
@@ -410,7 +452,10 @@ class KernelSocket:
         detail = f"code {code}" if code is not None else "no code"
         if reason:
             detail += f", {reason}"
-        return self._error(f"Server closed the connection ({detail})", code=code)
+        message = f"Server closed the connection ({detail})"
+        if code is None or code in DROP_CLOSE_CODES:
+            return self._dropped(message, code=code)
+        return self._error(message, code=code)
 
     def pong(self) -> None:
         """Send an unsolicited pong frame; errors are left for the next read."""

@@ -162,6 +162,23 @@ class JupyterServer:
         """
         return self._log.text() if self._log else ""
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> bool:
+        """Wait until the server logs a line containing ``text``.
+
+        Parameters
+        ----------
+        text
+            Text to look for.
+        timeout
+            Seconds to wait at most.
+
+        Returns
+        -------
+        bool
+            Whether it was logged in time.
+        """
+        return self._log.wait_for(text, timeout) if self._log else False
+
     def api(self, method: str, path: str, **kw: Any) -> requests.Response:
         """Make an authenticated request to the server.
 

@@ -68,6 +68,7 @@ class OutputReader:
         self._pattern = ready_pattern
         self._lines: collections.deque[str] = collections.deque(maxlen=_LOG_LINES)
         self._lock = threading.Lock()
+        self._grew = threading.Condition(self._lock)
         self.running = False
         self.found: str | None = None
         # Set once the server runs or the output has ended, whichever comes
@@ -83,6 +84,7 @@ class OutputReader:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 with self._lock:
                     self._lines.append(line)
+                    self._grew.notify_all()
                 if not self.running:
                     match = self._pattern.search(line)
                     if match:
@@ -106,6 +108,26 @@ class OutputReader:
         """
         with self._lock:
             return "\n".join(self._lines)
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        """Wait until a line containing ``text`` has been read.
+
+        Parameters
+        ----------
+        text
+            Text to look for in each line.
+        timeout
+            Seconds to wait at most.
+
+        Returns
+        -------
+        bool
+            Whether such a line arrived in time.
+        """
+        with self._lock:
+            return self._grew.wait_for(
+                lambda: any(text in line for line in self._lines), timeout=timeout
+            )
 
     def join(self, timeout: float) -> None:
         """Wait for the reader thread to end.

@@ -14,7 +14,7 @@ import select
 import socket
 import struct
 import threading
-from typing import Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ["TCPProxy", "WebSocketFrameCounter", "running_proxy"]
 
@@ -76,16 +76,23 @@ class TCPProxy:
         self._frozen = threading.Event()
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
+        self._pumps: Dict[socket.socket, threading.Thread] = {}
+        self.gate: Optional[Callable[[], bool]] = None
+        """While set and answering `False`, new connections are closed at
+        once (a proxy that is restarting)."""
+        self.refused = 0
+        """Connections closed by the gate."""
         self._start(self._accept_loop)
 
     def url(self, path: str = "/") -> str:
         """HTTP URL of the proxy."""
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def _start(self, target: object, *args: object) -> None:
+    def _start(self, target: object, *args: object) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
         thread.start()
         self._threads.append(thread)
+        return thread
 
     def _accept_loop(self) -> None:
         self._listener.settimeout(0.2)
@@ -94,10 +101,17 @@ class TCPProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 continue
+            gate = self.gate
+            if gate is not None and not gate():
+                with self._lock:
+                    self.refused += 1
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
             upstream = socket.create_connection(self.target)
             with self._lock:
                 self._pairs.append((client, upstream))
-            self._start(self._pump, client, upstream)
+            self._pumps[client] = self._start(self._pump, client, upstream)
 
     def client_frames(self) -> Dict[str, int]:
         """WebSocket frames the clients have sent so far, over all connections, by kind."""
@@ -147,6 +161,11 @@ class TCPProxy:
         """Resume forwarding."""
         self._frozen.clear()
 
+    def go_down(self, gate: Callable[[], bool]) -> None:
+        """Drop every connection and refuse new ones until ``gate()`` is true."""
+        self.gate = gate
+        self.cut()
+
     def cut(self) -> None:
         """Drop every connection abruptly (no close frame, TCP reset)."""
         with self._lock:
@@ -156,6 +175,13 @@ class TCPProxy:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     sock.close()
+        # A socket closed under another thread's select is released (and
+        # the reset sent) only when that select returns: wait for the
+        # pumps, so that both ends have seen the reset when cut() returns.
+        for client, _ in pairs:
+            pump = self._pumps.pop(client, None)
+            if pump is not None and pump is not threading.current_thread():
+                pump.join(timeout=5)
 
     def send_close_frame(self, code: int = 1011, reason: bytes = b"going away") -> None:
         """Freeze, then send every client a WebSocket close frame.

@@ -47,6 +47,7 @@ from .. import _lazy
 if TYPE_CHECKING:
     from ._kernel import StdinNotImplementedError
     from ._mock import MockJupyter
+    from ._register import register_mock_jupyter
     from ._resolve import loopback_hosts
     from ._state import (
         MockJupyterAction,
@@ -63,6 +64,7 @@ __all__ = [
     "MockJupyterState",
     "StdinNotImplementedError",
     "loopback_hosts",
+    "register_mock_jupyter",
 ]
 
 # Imported on first use: the pytest plugin of this package is loaded in every
@@ -77,5 +79,6 @@ __getattr__, __dir__ = _lazy.attach(
         "MockJupyterState": "_state",
         "StdinNotImplementedError": "_kernel",
         "loopback_hosts": "_resolve",
+        "register_mock_jupyter": "_register",
     },
 )

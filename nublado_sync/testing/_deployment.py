@@ -9,6 +9,7 @@ while they read or change it.
 
 from __future__ import annotations
 
+import base64
 import secrets
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Set, Tuple, Union
 from urllib.parse import parse_qsl, urlencode
 
 from ._kernel import RegisteredResult
+from ._order import OrderBook
 from ._server import Request, Response
 from ._state import Login, MockJupyterAction, MockJupyterState, UserRecord
 
@@ -23,10 +25,36 @@ if TYPE_CHECKING:
     from .._models import NotebookExecutionResult
     from ._sessions import KernelSocket
 
-__all__ = ["HUB_COOKIE", "SESSION_COOKIE", "Deployment"]
+__all__ = ["HUB_COOKIE", "SESSION_COOKIE", "Deployment", "named_token", "valid_username"]
 
 HUB_COOKIE = "jupyterhub-hub-login"
 SESSION_COOKIE = "jupyterhub-session-id"
+# Tokens that carry their user's name, as the async client's kit makes them.
+_NAMED_TOKEN_PREFIX = "gt-"  # noqa: S105 - a prefix, not a secret
+
+
+def valid_username(username: str) -> bool:
+    """Tell whether a name is usable in URLs and host names."""
+    return bool(username) and all(c.isalnum() or c in "-_" for c in username)
+
+
+def named_token(username: str) -> str:
+    """Return a new token naming its user: ``gt-<base64 name>.<random>``."""
+    if not valid_username(username):
+        raise ValueError(f"Unusable user name {username!r}: letters, digits, - and _ only")
+    encoded = base64.urlsafe_b64encode(username.encode()).decode()
+    return f"{_NAMED_TOKEN_PREFIX}{encoded}.{secrets.token_hex(8)}"
+
+
+def _named_user(token: str) -> Optional[str]:
+    if not token.startswith(_NAMED_TOKEN_PREFIX) or "." not in token:
+        return None
+    encoded = token[len(_NAMED_TOKEN_PREFIX) :].split(".", 1)[0]
+    try:
+        username = base64.urlsafe_b64decode(encoded.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return username if valid_username(username) else None
 
 
 class Deployment:
@@ -42,9 +70,19 @@ class Deployment:
         Path of the hub and labs, starting and ending with ``/``.
     api_tokens
         Whether tokens also work as JupyterHub API tokens.
+    enforce_order
+        Record calls out of order (`_order`).
     """
 
-    def __init__(self, *, hub_host: str, use_subdomains: bool, base: str, api_tokens: bool) -> None:
+    def __init__(
+        self,
+        *,
+        hub_host: str,
+        use_subdomains: bool,
+        base: str,
+        api_tokens: bool,
+        enforce_order: bool = True,
+    ) -> None:
         self.hub_host = hub_host
         self.use_subdomains = use_subdomains
         self.base = base
@@ -65,6 +103,7 @@ class Deployment:
         self.delete_delay: Optional[float] = None
         self.redirect_loop = False
         self.stopping = threading.Event()
+        self.order = OrderBook(enforce=enforce_order)
 
     # Addresses
 
@@ -151,8 +190,15 @@ class Deployment:
         scheme, _, token = request.header("Authorization").partition(" ")
         if scheme.lower() not in ("bearer", "token"):
             return None
+        token = token.strip()
         with self.lock:
-            return self.tokens.get(token.strip())
+            user = self.tokens.get(token)
+            if user is None:
+                user = _named_user(token)
+                if user is not None:
+                    self.tokens[token] = user
+                    self.user(user)
+            return user
 
     @staticmethod
     def xsrf_ok(request: Request, expected: str) -> bool:
@@ -209,8 +255,15 @@ class Deployment:
         if self.api_tokens:
             return user
         login = self.hub_login(request, user)
+        call = f"{request.method} {request.path}"
         if login is None:
-            return Response.error(403, "Not logged in to the hub")
+            return self.order.refuse(
+                Response.error(403, "Not logged in to the hub"),
+                f"{user} called {call} before logging in to the hub: call auth_to_hub() first",
+            )
         if not self.xsrf_ok(request, login.xsrf):
-            return Response.error(403, "'_xsrf' argument missing or incorrect")
+            return self.order.refuse(
+                Response.error(403, "'_xsrf' argument missing or incorrect"),
+                f"{user} called {call} without the hub's XSRF token that auth_to_hub() sets",
+            )
         return user

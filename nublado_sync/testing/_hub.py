@@ -109,11 +109,21 @@ class HubRoutes:
 
     # Spawning
 
+    def _refuse_spawn_without_login(self, request: Request, answer: Response) -> Response:
+        # A real hub logs the token in on the way (a redirect to its login);
+        # the async client's kit insists on auth_to_hub() first.
+        user = self.d.token_user(request)
+        if user is None or answer.status not in (301, 302, 303, 307):
+            return answer
+        return self.d.order.refuse(
+            answer, f"{user} asked to spawn a lab before logging in: call auth_to_hub() first"
+        )
+
     def _spawn_page(self, request: Request) -> Response:
         d = self.d
         checked = d.hub_page(request)
         if isinstance(checked, Response):
-            return checked
+            return self._refuse_spawn_without_login(request, checked)
         user, login = checked
         with d.lock:
             record = d.user(user)
@@ -133,7 +143,7 @@ class HubRoutes:
         d = self.d
         checked = d.hub_page(request)
         if isinstance(checked, Response):
-            return checked
+            return self._refuse_spawn_without_login(request, checked)
         user, login = checked
         if not d.xsrf_ok(request, login.xsrf):
             return Response.error(403, "'_xsrf' argument missing or incorrect")
@@ -147,10 +157,17 @@ class HubRoutes:
         with d.lock:
             d.advance(record)
             if record.state in (MockJupyterState.SPAWN_PENDING, MockJupyterState.LAB_RUNNING):
-                return Response.error(400, f"{user} is already running or starting")
+                state = "stopping" if record.delete_at is not None else record.state.value
+                return d.order.refuse(
+                    Response.error(400, f"{user} is already running or starting"),
+                    f"{user} asked to spawn a lab while one is {state}: wait for it, or stop "
+                    "it and wait until is_lab_stopped() says so",
+                )
             record.state = MockJupyterState.SPAWN_PENDING
             record.spawn_form = form
-            record.spawn_ready_at = time.monotonic() + (d.spawn_delay or 0.0)
+            # The clock starts when someone watches the progress (as in the
+            # async client's kit): until then the spawn stays pending.
+            record.spawn_ready_at = None
             record.started = iso_now()
         return Response.redirect(d.hub_path(f"spawn-pending/{user}"))
 
@@ -228,6 +245,9 @@ class HubRoutes:
             d.advance(record, spawn=False)
             state = record.state
             stopping = record.delete_at is not None
+            if state is MockJupyterState.SPAWN_PENDING and record.spawn_ready_at is None:
+                # The first look at the progress starts the spawn delay.
+                record.spawn_ready_at = time.monotonic() + (d.spawn_delay or 0.0)
         if state is MockJupyterState.LAB_RUNNING and not stopping:
             stream: Iterator[bytes] = iter([b"\n\n", self._ready_event(record)])
         elif state is MockJupyterState.SPAWN_PENDING:
@@ -235,7 +255,11 @@ class HubRoutes:
         elif stopping:
             return Response.error(400, f"{url_user}'s server is stopping")
         else:
-            return Response.error(404, f"{url_user} has no such server")
+            return d.order.refuse(
+                Response.error(404, f"{url_user} has no such server"),
+                f"{url_user} watched the spawn progress with no lab spawned: "
+                "call spawn_lab() first",
+            )
         headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
         return Response(200, headers=headers, stream=stream)
 

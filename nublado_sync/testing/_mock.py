@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Type, Union
 
 from .._client import NubladoClient
 from .._models import NotebookExecutionResult
-from ._deployment import Deployment
+from ._deployment import Deployment, named_token, valid_username
 from ._hub import HubRoutes
 from ._kernel import RegisteredResult, run_captured
 from ._lab import LabRoutes, notebook_error, notebook_key
@@ -61,9 +61,10 @@ class MockJupyter:
         with MockJupyter(users={"alice": "token-of-alice"}) as mock:
             client = NubladoClient("alice", "token-of-alice", hub_url=mock.url)
 
-    Each user's lab goes through the states of `MockJupyterState`. A lab
-    becomes ready when the client watches the spawn progress, or on any
-    later request once the spawn delay (`set_spawn_delay`) has passed.
+    Each user's lab goes through the states of `MockJupyterState`. A
+    spawned lab becomes ready once a client has watched its spawn progress
+    and the spawn delay (`set_spawn_delay`), counted from the first progress
+    request, has passed.
 
     Code sent to a kernel answers with the result registered for it by
     `register_python_result`; any other code is executed for real, in a
@@ -98,6 +99,10 @@ class MockJupyter:
         Treat the tokens as JupyterHub API tokens too: hub API and lab
         requests authenticated by the token need no login cookie and no
         XSRF token (the hub's spawn form still does).
+    enforce_order
+        Fail calls made out of the order the async client's kit insists on
+        with `AssertionError` (see `check_order`); when `False` they get
+        only the HTTP answer a real hub gives.
 
     Raises
     ------
@@ -120,13 +125,18 @@ class MockJupyter:
         hub_host: Optional[str] = None,
         base_path: str = "/nb/",
         api_tokens: bool = False,
+        enforce_order: bool = True,
     ) -> None:
         host = (hub_host or ("nublado.test" if use_subdomains else "127.0.0.1")).lower()
         if use_subdomains and (host.replace(".", "").isdigit() or ":" in host):
             raise ValueError("Per-user subdomains need a host name, not an IP address")
         base = "/" + base_path.strip("/") + "/" if base_path.strip("/") else "/"
         self._d = Deployment(
-            hub_host=host, use_subdomains=use_subdomains, base=base, api_tokens=api_tokens
+            hub_host=host,
+            use_subdomains=use_subdomains,
+            base=base,
+            api_tokens=api_tokens,
+            enforce_order=enforce_order,
         )
         self._hub = HubRoutes(self._d)
         self._lab = LabRoutes(self._d)
@@ -158,6 +168,7 @@ class MockJupyter:
         self._server = MockHTTPServer(self, "127.0.0.1", 0)
         self._server.start()
         self._d.port = self._server.port
+        self._d.order.open()
         return self
 
     def stop(self) -> None:
@@ -174,6 +185,7 @@ class MockJupyter:
             self._server.stop()
             self._server = None
             self._d.port = None
+        self._d.order.close()
         if self._resolver is not None:
             self._resolver.close()
             self._resolver = None
@@ -278,7 +290,7 @@ class MockJupyter:
             The name is not usable in URLs and host names, or the token
             belongs to another user.
         """
-        if not username or not all(c.isalnum() or c in "-_" for c in username):
+        if not valid_username(username):
             raise ValueError(f"Unusable user name {username!r}: letters, digits, - and _ only")
         token = token or f"mock-{secrets.token_hex(16)}"
         with self._d.lock:
@@ -288,6 +300,27 @@ class MockJupyter:
             self._d.tokens[token] = username
             self._d.user(username)
         return token
+
+    @staticmethod
+    def create_mock_token(username: str) -> str:
+        """Return a new token that names its user, as the async client's kit makes them.
+
+        Every mock accepts such a token for that user (``gt-`` followed by
+        the name in URL-safe base64, a dot and random text) and adds the
+        user on first use, so a token can be made before any mock exists.
+        `token_for` gives a token of one mock.
+
+        Parameters
+        ----------
+        username
+            Name of the user.
+
+        Returns
+        -------
+        str
+            The token.
+        """
+        return named_token(username)
 
     def token_for(self, username: str) -> str:
         """Return a token of a user, adding the user if needed.
@@ -346,6 +379,22 @@ class MockJupyter:
         chosen = {actions} if isinstance(actions, MockJupyterAction) else set(actions)
         with self._d.lock:
             self._d.user(username).fail = chosen
+
+    def fail(self, username: str, action: MockJupyterAction) -> None:
+        """Make one more step of the flow fail for a user.
+
+        The name of older versions of the async client's kit: unlike
+        `fail_on`, it adds to what was set before.
+
+        Parameters
+        ----------
+        username
+            The user.
+        action
+            The step.
+        """
+        with self._d.lock:
+            self._d.user(username).fail.add(action)
 
     def register_python_result(
         self, code: str, result: Union[str, BaseException], delay: Delay = None
@@ -437,9 +486,20 @@ class MockJupyter:
         Parameters
         ----------
         delay
-            How long after the spawn request the lab is ready (a
-            `datetime.timedelta` or seconds); `None` for at once. The
+            How long the lab takes to be ready (a `datetime.timedelta` or
+            seconds), counted from the first request for the spawn's
+            progress, as in the async client's kit; `None` for at once. The
             progress stream sends an event every second meanwhile.
+
+        Notes
+        -----
+        A spawned lab is ready only once its progress has been watched
+        (`~nublado_sync.NubladoClient.wait_for_spawn` or
+        `~nublado_sync.NubladoClient.watch_spawn_progress`) and the delay has
+        passed since the first such request; until then the hub lists it as
+        pending, whatever the delay. A test that times
+        `~nublado_sync.NubladoClient.wait_for_spawn` therefore measures at
+        least the delay.
         """
         self._d.spawn_delay = seconds(delay, "delay")
 
@@ -479,6 +539,28 @@ class MockJupyter:
         self._d.expire_lab_login(username)
 
     # Inspection
+
+    def check_order(self) -> None:
+        """Fail for calls made out of order that no client turned into an error.
+
+        The fake hub refuses what the async client's kit refuses with an
+        ``assert``: a spawn, or a hub API call, before `auth_to_hub
+        <nublado_sync.NubladoClient.auth_to_hub>`; watching the spawn
+        progress with no lab spawned; a second spawn while a lab is pending,
+        running or stopping. The client of this package raises
+        `AssertionError` from such a call in the calling thread. A client in
+        another process, or code that sends its own requests, sees only the
+        HTTP answer a real hub gives (a redirect to the login, 400, 403 or
+        404); this method reports those. The ``mock_jupyter`` fixture and
+        `register_mock_jupyter` call it when the test ends.
+
+        Raises
+        ------
+        AssertionError
+            Some call was out of order and no client raised it; each is
+            reported once.
+        """
+        self._d.order.check()
 
     def get_state(self, username: str) -> MockJupyterState:
         """Return where a user is in the flow.

@@ -25,7 +25,8 @@ or on the command line with ``-p nublado_sync.testing.pytest_plugin``.
 
 The fixture also sets ``REPERTOIRE_BASE_URL`` to the mock's discovery
 service for the duration of the test, so a ``NubladoClient`` made without a
-``hub_url`` finds the mock, as it would find Nublado in production. Options
+``hub_url`` finds the mock, as it would find Nublado in production. It is
+`~nublado_sync.testing.register_mock_jupyter` as a fixture. Options
 of `~nublado_sync.testing.MockJupyter` come from a ``mock_jupyter`` marker::
 
     @pytest.mark.mock_jupyter(use_subdomains=True, users={"bob": "t0ken"})
@@ -59,33 +60,36 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def mock_jupyter(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[MockJupyter]:
+def mock_jupyter(request: pytest.FixtureRequest) -> Iterator[MockJupyter]:
     """Provide a running `~nublado_sync.testing.MockJupyter`, stopped after the test.
 
     Keyword arguments of a ``mock_jupyter`` marker on the test are passed to
     `~nublado_sync.testing.MockJupyter`. ``REPERTOIRE_BASE_URL`` points at
-    the mock's discovery service during the test.
+    the mock's discovery service during the test. When the test ends, calls
+    made out of order that no client raised fail it
+    (`~nublado_sync.testing.MockJupyter.check_order`), as an error in the
+    fixture's teardown.
 
     Parameters
     ----------
     request
         The pytest request, for the marker.
-    monkeypatch
-        Sets ``REPERTOIRE_BASE_URL`` for the test only.
 
     Yields
     ------
     MockJupyter
         The running mock.
+
+    Raises
+    ------
+    AssertionError
+        At teardown: some call was out of order and no client raised it.
     """
     options: Dict[str, Any] = {}
     for marker in reversed(list(request.node.iter_markers("mock_jupyter"))):
         options.update(marker.kwargs)
     # Imported here: pytest loads this plugin in every run, fixture used or not.
-    from ._mock import MockJupyter
+    from ._register import register_mock_jupyter
 
-    with MockJupyter(**options) as mock:
-        monkeypatch.setenv("REPERTOIRE_BASE_URL", mock.discovery_url)
+    with register_mock_jupyter(**options) as mock:
         yield mock

@@ -9,6 +9,7 @@ status, and that nothing is left running.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def test_hub_that_never_answers() -> None:
         result = nublado_sync("status", "--http-timeout", "1", env=_hub_env(rogue.url))
     host = rogue.url.split("//")[1].rstrip("/")
     assert result.returncode == 5
-    assert result.stderr.startswith(f"No answer from {host} within 1s (read timeout)")
+    assert result.stderr.startswith(f"Read timeout: no answer from {host} within 1s")
     assert "--http-timeout" in result.stderr
     assert "urllib3" not in result.stderr
 
@@ -213,3 +214,39 @@ def test_bad_notebook_refused_before_a_lab_spawns(hub: TestHub, tmp_path: Path) 
     assert result.returncode == 2
     assert result.stderr.startswith(f"cannot run {path}: Notebook is not JSON")
     assert nublado_sync("status", env=env).stdout == "stopped\n"
+
+
+def test_failing_file_is_named_not_echoed(stock_server: JupyterServer, tmp_path: Path) -> None:
+    path = tmp_path / "long_check.py"
+    path.write_text("".join(f"value_{n} = {n}\n" for n in range(200)) + "1 / 0\n")
+    result = nublado_sync(
+        "run", *server_args(stock_server), str(path), env=server_env(stock_server)
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"cli: running {path} failed\nError: ")
+    assert "ZeroDivisionError" in result.stderr
+    # IPython's traceback shows a few lines around the failure, not the file.
+    assert "value_100 = 100" not in result.stderr
+    assert len(result.stderr.splitlines()) < 20
+    assert stock_server.sessions() == []
+
+
+def test_rate_limit_warning_carries_the_whole_notice(rate_limited_server: JupyterServer) -> None:
+    code = "for i in range(50):\n    print('y' * 100000)"
+    result = nublado_sync(
+        "run",
+        *server_args(rate_limited_server),
+        "-c",
+        code,
+        env=server_env(rate_limited_server),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if "[warning" in line]
+    assert len(warnings) == 1
+    # From its first word to its last, in one line.
+    notice = re.search(r"notice='([^']*)'", warnings[0])
+    assert notice is not None
+    assert notice.group(1).startswith("IOPub data rate exceeded. ")
+    assert notice.group(1).endswith("(secs)")
+    assert "…" not in notice.group(1)
+    assert rate_limited_server.sessions() == []

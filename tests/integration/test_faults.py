@@ -37,6 +37,7 @@ from nublado_sync import (
     NubladoExecutionTimeoutError,
     NubladoImageByClass,
     NubladoKernelDiedError,
+    NubladoOutputLostError,
     NubladoProtocolError,
     NubladoRedirectError,
     NubladoSpawnTimeoutError,
@@ -330,7 +331,9 @@ def test_execute_fault(
 ) -> None:
     name = request.node.callspec.id
     rogue.faults = case.faults
-    with lab(rogue.url, max_websocket_size=1024 * 1024) as session:
+    # Reconnecting turned off: the fault itself is reported (the drops with
+    # reconnecting on are the next test).
+    with lab(rogue.url, max_websocket_size=1024 * 1024, reconnect=None) as session:
         outcome = bounded(
             name,
             lambda: session.execute(case.code_text, timeout=seconds(DEADLINE)),
@@ -357,6 +360,57 @@ def test_execute_fault(
             assert sent.startswith(error.output)
             if case.partial:
                 assert error.output.startswith("started\n")
+    assert rogue.live_sessions() == []
+
+
+@dataclass
+class DropFault:
+    faults: Faults
+    error: Type[NubladoError]
+    closed: bool
+    """The session ends closed (it could not reconnect)."""
+
+
+DROP_FAULTS = {
+    # The rogue server keeps nothing for a reconnected client, as
+    # jupyter-server-documents: the reply is lost and the caller told so.
+    "close-frame": DropFault(Faults(execute="close_frame"), NubladoOutputLostError, False),
+    "close-without-frame": DropFault(
+        Faults(execute="close_no_frame"), NubladoOutputLostError, False
+    ),
+    "connection-reset": DropFault(Faults(execute="reset"), NubladoOutputLostError, False),
+    # The reconnect is accepted and never answered: the deadline ends it.
+    "reset-reconnect-silent": DropFault(
+        Faults(execute="reset", silent_from=3), NubladoWebSocketError, True
+    ),
+}
+
+
+@pytest.mark.usefixtures("no_new_threads")
+@pytest.mark.parametrize("case", list(DROP_FAULTS.values()), ids=list(DROP_FAULTS))
+def test_drop_with_reconnect(
+    request: pytest.FixtureRequest, case: DropFault, rogue: RogueKernelServer
+) -> None:
+    name = "reconnect-" + request.node.callspec.id
+    rogue.faults = case.faults
+    with lab(rogue.url) as session:
+        outcome = bounded(
+            name,
+            lambda: session.execute("print('ok')", timeout=seconds(DEADLINE)),
+            DEADLINE,
+            rogue.close,
+        )
+        error = outcome.error
+        assert isinstance(error, case.error), error
+        assert_clean(error)
+        assert session.closed == case.closed
+        if isinstance(error, NubladoOutputLostError):
+            # What did arrive is kept, and the loss is said.
+            assert error.result is not None
+            assert error.result.output_lost
+            assert error.result.reconnects == 1
+            assert error.result.stdout.startswith("started\n")
+    assert rogue.connections >= 3
     assert rogue.live_sessions() == []
 
 

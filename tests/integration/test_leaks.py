@@ -118,7 +118,7 @@ def _timeout(server: JupyterServer) -> None:
 def _server_drops_socket(server: JupyterServer) -> None:
     with (
         running_proxy(target(server)) as proxy,
-        proxied(server, proxy) as session,
+        proxied(server, proxy, reconnect=None) as session,
         pytest.raises(NubladoWebSocketError),
     ):
         session.execute(
@@ -129,7 +129,7 @@ def _server_drops_socket(server: JupyterServer) -> None:
 
 
 def _server_sends_close(server: JupyterServer) -> None:
-    with running_proxy(target(server)) as proxy, proxied(server, proxy) as session:
+    with running_proxy(target(server)) as proxy, proxied(server, proxy, reconnect=None) as session:
         with pytest.raises(NubladoWebSocketError) as info:
             session.execute(
                 "print('go', flush=True); import time; time.sleep(60)",

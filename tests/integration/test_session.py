@@ -194,7 +194,9 @@ def test_kernel_death_is_reported_quickly(server: JupyterServer) -> None:
 def test_server_closes_socket_mid_call(stock_server: JupyterServer) -> None:
     host, port = stock_server.url.split("//")[1].rstrip("/").split(":")
     with running_proxy((host, int(port))) as proxy:
-        manager = lab(stock_server)
+        # Reconnecting off: the drop itself is reported (test_reconnect.py
+        # has the reconnects).
+        manager = lab(stock_server, reconnect=None)
         manager._api.base_url = proxy.url()
         with manager as session:
             started = threading.Event()
@@ -214,7 +216,9 @@ def test_server_closes_socket_mid_call(stock_server: JupyterServer) -> None:
 def test_connection_dropped_mid_call(stock_server: JupyterServer) -> None:
     host, port = stock_server.url.split("//")[1].rstrip("/").split(":")
     with running_proxy((host, int(port))) as proxy:
-        manager = lab(stock_server)
+        # Reconnecting off: the drop itself is reported (test_reconnect.py
+        # has the reconnects).
+        manager = lab(stock_server, reconnect=None)
         manager._api.base_url = proxy.url()
         with manager as session, pytest.raises(NubladoWebSocketError):
             session.execute(
@@ -274,7 +278,7 @@ def test_idle_past_ping_timeout(short_ping_server: JupyterServer) -> None:
 def test_idle_without_keepalive_dies(short_ping_server: JupyterServer) -> None:
     # The control: without the keepalive the same idleness kills the socket,
     # so the test above shows the keepalive working.
-    with lab(short_ping_server, keepalive_interval=None) as session:
+    with lab(short_ping_server, keepalive_interval=None, reconnect=None) as session:
         session.run_python("pass")
         time.sleep(3 * (1.0 + 2.0))
         with pytest.raises(NubladoWebSocketError):

@@ -460,6 +460,7 @@ CASES: Dict[str, List[Case]] = {
         ),
     ],
     "streaming.py": [Case("lab", stdout=("0\n1\n2\n'0\\n1\\n2\\n'\n",))],
+    "test_ported_kit.py": [Case("pytest", stdout=("3 passed",))],
     "test_with_kit.py": [Case("pytest", stdout=("3 passed",))],
     "timeouts.py": [
         Case(

@@ -183,3 +183,19 @@ def test_interrupt_message_claims_only_what_happened(
 ) -> None:
     assert interrupted(what, started, local) == text
     assert LOCAL == "local"
+
+
+def test_help_gives_units_defaults_and_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    from nublado_sync._cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "deadline of the code, or of each notebook cell, in seconds (default: none)" in text
+    assert "timeout of each HTTP request, in seconds (default: 30)" in text
+    assert "lab size (default: Large)" in text
+    assert "default: lsst on a hub; the server's default kernel with --local or --server-url" in (
+        text
+    )
+    for status in ("0 success", "2 usage error", "5 connection", "129 hung up", "143 terminated"):
+        assert status in text

@@ -45,6 +45,20 @@ def test_pytest_plugin_loads_no_mock() -> None:
     assert [m for m in HEAVY if m in loaded] == []
 
 
+def test_client_without_the_kit_has_no_response_observer() -> None:
+    # The kit hooks the HTTP layer only once a mock runs in the process.
+    code = (
+        "import nublado_sync.testing.pytest_plugin\n"
+        "from nublado_sync import NubladoClient, _http\n"
+        "NubladoClient('alice', 'token-of-alice', hub_url='http://127.0.0.1:9/').close()\n"
+        "print(len(_http.response_observers))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.split() == ["0"]
+
+
 def test_testing_names_resolve() -> None:
     import nublado_sync.testing as testing
 

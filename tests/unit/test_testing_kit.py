@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -37,6 +38,7 @@ from nublado_sync import (
     NubladoRedirectError,
     NubladoSpawnError,
     NubladoSpawnTimeoutError,
+    NubladoTimeoutError,
     NubladoWebError,
     NubladoWebSocketError,
 )
@@ -45,7 +47,9 @@ from nublado_sync.testing import (
     MockJupyterAction,
     MockJupyterExecutionParameters,
     MockJupyterState,
+    _order,
     loopback_hosts,
+    register_mock_jupyter,
 )
 from nublado_sync.testing import _websocket as ws_frames
 
@@ -300,13 +304,35 @@ def test_spawn_delay(mock: MockJupyter) -> None:
         client.auth_to_lab()
 
 
-def test_spawn_delay_passes_without_watching(mock: MockJupyter) -> None:
-    mock.set_spawn_delay(0.3)
+def test_unwatched_spawn_stays_pending(mock: MockJupyter) -> None:
+    # As in the async client's kit: only watching the progress readies a lab.
     with mock.client("alice") as client:
         client.auth_to_hub()
         client.spawn_lab(NubladoImageByClass())
-        time.sleep(0.4)
+        assert not client.is_lab_stopped()
+        assert mock.get_state("alice") is MockJupyterState.SPAWN_PENDING
+        with pytest.raises(NubladoWebError) as info:
+            client.auth_to_lab()
+        assert info.value.status == 424
+        client.wait_for_spawn(seconds(10))
+        assert mock.get_state("alice") is MockJupyterState.LAB_RUNNING
         client.auth_to_lab()
+
+
+def test_spawn_delay_counts_from_the_first_progress_request(mock: MockJupyter) -> None:
+    mock.set_spawn_delay(seconds(0.3))
+    with mock.client("alice") as client:
+        client.auth_to_hub()
+        client.spawn_lab(NubladoImageByClass())
+        # Longer than the delay passes with nobody watching (the hub lists a
+        # server all along): the lab is still pending.
+        with pytest.raises(NubladoTimeoutError):
+            client.wait_for_lab_stopped(seconds(0.5))
+        assert mock.get_state("alice") is MockJupyterState.SPAWN_PENDING
+        # The async client's own delay test, which must hold every time.
+        start = time.monotonic()
+        client.wait_for_spawn(seconds(10))
+        assert time.monotonic() - start >= 0.3
         assert mock.get_state("alice") is MockJupyterState.LAB_RUNNING
 
 
@@ -324,16 +350,203 @@ def test_delete_delay(mock: MockJupyter) -> None:
 
 def test_spawn_twice_is_refused(mock: MockJupyter) -> None:
     client = lab_client(mock)
-    with pytest.raises(NubladoWebError) as info:
+    with pytest.raises(AssertionError, match="alice asked to spawn a lab while one is lab running"):
         client.spawn_lab(NubladoImageByClass())
-    assert info.value.status == 400
+    mock.check_order()  # the client raised it: nothing left to report
+    # Without the kit in the process, the client sees the hub's answer.
+    with hub_session(mock) as (http, xsrf):
+        form = {"image_class": "recommended", "size": "Large", "_xsrf": xsrf}
+        answer = http.post(mock.url + "hub/spawn", data=form, allow_redirects=False, timeout=5)
+        assert answer.status_code == 400
+    with pytest.raises(AssertionError, match="while one is lab running"):
+        mock.check_order()
+    mock.check_order()  # each is reported once
 
 
-# Failures
+# Calls out of order fail the test, as in the async client's kit
 
 
 def _spawn(client: NubladoClient) -> None:
     client.spawn_lab(NubladoImageByClass())
+
+
+def _logged_in(mock: MockJupyter) -> NubladoClient:
+    client = mock.client("alice", timeout=seconds(10))
+    client.auth_to_hub()
+    return client
+
+
+def _stopped(mock: MockJupyter) -> NubladoClient:
+    client = lab_client(mock)
+    client.stop_lab()
+    return client
+
+
+def _stopping(mock: MockJupyter) -> NubladoClient:
+    mock.set_delete_delay(seconds(30))
+    return _stopped(mock)
+
+
+@pytest.mark.parametrize(
+    ("arrange", "call", "words"),
+    [
+        (
+            lambda mock: mock.client("alice"),
+            NubladoClient.is_lab_stopped,
+            "called GET /nb/hub/api/users/alice before logging in to the hub",
+        ),
+        (
+            lambda mock: mock.client("alice"),
+            _spawn,
+            "asked to spawn a lab before logging in",
+        ),
+        (
+            lambda mock: mock.client("alice"),
+            NubladoClient.wait_for_spawn,
+            "before logging in to the hub",
+        ),
+        (_logged_in, NubladoClient.wait_for_spawn, "watched the spawn progress with no lab"),
+        (_stopped, NubladoClient.wait_for_spawn, "watched the spawn progress with no lab"),
+        (lab_client, _spawn, "asked to spawn a lab while one is lab running"),
+        (_stopping, _spawn, "asked to spawn a lab while one is stopping"),
+    ],
+    ids=[
+        "user-before-login",
+        "spawn-before-login",
+        "progress-before-login",
+        "progress-before-spawn",
+        "progress-after-stop",
+        "spawn-while-running",
+        "spawn-while-stopping",
+    ],
+)
+def test_out_of_order_calls_raise_assertion_error(
+    mock: MockJupyter,
+    arrange: Callable[[MockJupyter], NubladoClient],
+    call: Callable[[NubladoClient], Any],
+    words: str,
+) -> None:
+    client = arrange(mock)
+    state = mock.get_state("alice")
+    with pytest.raises(AssertionError, match="MockJupyter: out-of-order call: alice") as info:
+        call(client)
+    assert words in str(info.value)
+    assert TOKEN not in str(info.value)
+    assert mock.get_state("alice") is state  # refused: nothing changed
+    mock.check_order()  # raised in the client: not reported again
+    client.close()
+
+
+def test_enforce_order_off() -> None:
+    # What a real hub does: its login is on the way to the spawn form.
+    with MockJupyter(users={"alice": TOKEN}, enforce_order=False) as mock:
+        with mock.client("alice") as client:
+            with pytest.raises(NubladoWebError) as info:
+                client.is_lab_stopped()
+            assert info.value.status == 403
+            client.spawn_lab(NubladoImageByClass())
+            client.wait_for_spawn(seconds(10))
+            assert mock.get_state("alice") is MockJupyterState.LAB_RUNNING
+            with pytest.raises(NubladoWebError) as info:
+                client.spawn_lab(NubladoImageByClass())
+            assert info.value.status == 400
+        mock.check_order()
+
+
+def test_violations_no_client_raised_are_reported(mock: MockJupyter) -> None:
+    bare = {"Authorization": f"Bearer {TOKEN}"}
+    answer = requests.get(mock.url + "hub/api/users/alice", headers=bare, timeout=5)
+    assert answer.status_code == 403  # what a real hub answers
+    assert _order.VIOLATION_HEADER in answer.headers
+    with pytest.raises(AssertionError, match="before logging in to the hub") as info:
+        mock.check_order()
+    assert "no client raised" in str(info.value)
+    mock.check_order()
+
+
+def test_a_mark_no_mock_made_is_ignored(mock: MockJupyter) -> None:
+    # Only a violation a mock of this process recorded raises: no server
+    # can make a client raise AssertionError by sending the header.
+    response = requests.Response()
+    response.status_code = 403
+    response.headers[_order.VIOLATION_HEADER] = "0123456789abcdef"
+    _order.observe(response)  # no exception
+    bare = {"Authorization": f"Bearer {TOKEN}"}
+    answer = requests.get(mock.url + "hub/api/users/alice", headers=bare, timeout=5)
+    with pytest.raises(AssertionError):
+        _order.observe(answer)
+    _order.observe(answer)  # a mark is claimed once, then ignored
+    mock.check_order()
+
+
+def test_a_stopped_mock_raises_nothing_more() -> None:
+    with MockJupyter(users={"alice": TOKEN}) as mock:
+        bare = {"Authorization": f"Bearer {TOKEN}"}
+        answer = requests.get(mock.url + "hub/api/users/alice", headers=bare, timeout=5)
+    _order.observe(answer)
+    with pytest.raises(AssertionError):
+        mock.check_order()
+
+
+def test_register_mock_jupyter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPERTOIRE_BASE_URL", "http://127.0.0.1:9/elsewhere")
+    # Shaped like the async client's helper: a router is accepted and ignored.
+    with register_mock_jupyter(object(), use_subdomains=True) as mock:
+        assert mock.url.startswith("http://nublado.test:")
+        token = mock.token_for("rachel")
+        with NubladoClient("rachel", token) as client:  # found by discovery
+            client.auth_to_hub()
+            assert client.hub_url == mock.url
+    assert mock.get_state("rachel") is MockJupyterState.LOGGED_IN
+    assert os.environ["REPERTOIRE_BASE_URL"] == "http://127.0.0.1:9/elsewhere"
+    # A test with its own discovery service keeps it.
+    with register_mock_jupyter(set_repertoire_url=False) as mock:
+        assert os.environ["REPERTOIRE_BASE_URL"] == "http://127.0.0.1:9/elsewhere"
+        with mock.client("rachel") as client:
+            client.auth_to_hub()
+    # What no client raised fails the test at the end.
+    with pytest.raises(AssertionError, match="before logging in"), register_mock_jupyter() as mock:
+        bare = {"Authorization": f"Bearer {mock.token_for('rachel')}"}
+        requests.get(mock.url + "hub/api/users/rachel", headers=bare, timeout=5)
+    # An error of the test itself is not hidden by the check.
+    with pytest.raises(KeyError), register_mock_jupyter() as mock:
+        bare = {"Authorization": f"Bearer {mock.token_for('rachel')}"}
+        requests.get(mock.url + "hub/api/users/rachel", headers=bare, timeout=5)
+        raise KeyError("the test's own failure")
+
+
+def test_create_mock_token(mock: MockJupyter) -> None:
+    token = MockJupyter.create_mock_token("rachel")
+    assert token.startswith("gt-")
+    assert token != MockJupyter.create_mock_token("rachel")
+    with NubladoClient("rachel", token, hub_url=mock.url) as client:
+        client.auth_to_hub()
+    assert mock.users["rachel"] == token
+    assert mock.get_state("rachel") is MockJupyterState.LOGGED_IN
+    with pytest.raises(ValueError, match="Unusable"):
+        MockJupyter.create_mock_token("no/slash")
+    # Not tokens of a user: no name, not base64, a name not allowed.
+    for forged in ("gt-.0123abcd", "gt-!!!.0123abcd", "gt-bm8vc2xhc2g=.0123abcd"):
+        with NubladoClient("rachel", forged, hub_url=mock.url) as client:
+            with pytest.raises(NubladoWebError) as info:
+                client.auth_to_hub()
+            assert info.value.status == 403
+
+
+def test_fail_adds_a_failure(mock: MockJupyter) -> None:
+    client = mock.client("alice")
+    mock.fail("alice", MockJupyterAction.SPAWN)
+    mock.fail("alice", MockJupyterAction.USER)
+    client.auth_to_hub()
+    with pytest.raises(NubladoSpawnError):
+        client.spawn_lab(NubladoImageByClass())
+    with pytest.raises(NubladoWebError) as info:
+        client.is_lab_stopped()
+    assert info.value.status == 500
+    client.close()
+
+
+# Failures
 
 
 def _open_session(client: NubladoClient) -> None:
@@ -729,6 +942,7 @@ def test_fixture(mock_jupyter: MockJupyter) -> None:
 
 USER_TEST = """
 import pytest
+import requests
 
 from nublado_sync import NubladoClient, NubladoImageByClass
 
@@ -748,6 +962,13 @@ def test_marker(mock_jupyter):
     assert mock_jupyter.url.startswith("http://nublado.test:")
     with NubladoClient("bob", "t0ken-for-bob") as client:
         client.auth_to_hub()
+
+
+def test_out_of_order_outside_the_client(mock_jupyter):
+    # As a client in another process would: only the fixture can tell.
+    bare = {"Authorization": "Bearer " + mock_jupyter.token_for("carol")}
+    answer = requests.get(mock_jupyter.url + "hub/api/users/carol", headers=bare, timeout=5)
+    assert answer.status_code == 403
 """
 
 
@@ -772,8 +993,10 @@ def test_plugin_in_a_fresh_pytest(tmp_path: Path) -> None:
         timeout=120,
         check=False,
     )
-    assert answer.returncode == 0, answer.stdout + answer.stderr
-    assert "2 passed" in answer.stdout
+    assert answer.returncode == 1, answer.stdout + answer.stderr
+    assert "3 passed, 1 error" in answer.stdout
+    assert "ERROR at teardown of test_out_of_order_outside_the_client" in answer.stdout
+    assert "carol called GET /nb/hub/api/users/carol before logging in" in answer.stdout
 
 
 # WebSocket framing

@@ -1,0 +1,244 @@
+"""Reconnect and resume: the kernel WebSocket drops, the call goes on.
+
+A TCP proxy of ours sits between the client and a real server. The cell
+under test prints, and the ``on_output`` callback (which runs in the
+client's thread, before it reads on) takes the proxy down: every connection
+reset, new ones refused. Files in a temporary directory order the rest: the
+kernel prints the "gap" lines only once the connection is cut (and, on the
+stock server, once the server buffers), and the proxy lets the client back
+in only once the kernel has printed them. No sleep orders anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+import psutil  # type: ignore[import-untyped,unused-ignore]
+import pytest
+
+from nublado_sync import (
+    JupyterLabSessionManager,
+    NubladoClient,
+    NubladoImageByClass,
+    NubladoOutputLostError,
+    NubladoUsageError,
+    NubladoWebSocketError,
+    ReconnectPolicy,
+)
+
+from ..hub_testbed import TestHub
+from ..jupyter_servers import JupyterServer
+from ..log_capture import LogCapture
+from ..tcp_proxy import TCPProxy, running_proxy
+from .conftest import lab, seconds
+
+pytestmark = pytest.mark.integration
+
+GAP_LINES = 50
+
+
+def target(server: JupyterServer) -> Tuple[str, int]:
+    host, port = server.url.split("//")[1].rstrip("/").split(":")
+    return host, int(port)
+
+
+@pytest.fixture
+def proxy(server: JupyterServer) -> Iterator[TCPProxy]:
+    with running_proxy(target(server)) as proxy:
+        yield proxy
+
+
+def proxied(server: JupyterServer, proxy: TCPProxy, **kwargs: Any) -> JupyterLabSessionManager:
+    manager = lab(server, **kwargs)
+    manager._api.base_url = proxy.url()
+    return manager
+
+
+def gap_cell(flags: Path) -> str:
+    """A cell that prints before the cut, during the gap, and after it."""
+    return textwrap.dedent(
+        f"""
+        import os, time
+        def wait(name):
+            while not os.path.exists(os.path.join({str(flags)!r}, name)):
+                time.sleep(0.01)
+        print('before', flush=True)
+        wait('cut')
+        for i in range({GAP_LINES}):
+            print(f'gap {{i}}', flush=True)
+        open(os.path.join({str(flags)!r}, 'printed'), 'w').close()
+        wait('back')
+        print('after', flush=True)
+        """
+    )
+
+
+class Cutter:
+    """The ``on_output`` callback that takes the proxy down at the first output."""
+
+    def __init__(self, server: JupyterServer, proxy: TCPProxy, flags: Path) -> None:
+        self.server = server
+        self.proxy = proxy
+        self.flags = flags
+        self.manager: JupyterLabSessionManager | None = None
+        self.outputs: List[Dict[str, Any]] = []
+
+    def gate(self) -> bool:
+        # Let the client back in once the kernel printed during the gap;
+        # from then on the kernel may finish.
+        if (self.flags / "printed").exists():
+            (self.flags / "back").touch()
+            return True
+        return False
+
+    def __call__(self, output: Dict[str, Any]) -> None:
+        self.outputs.append(output)
+        if len(self.outputs) > 1:
+            return
+        self.proxy.go_down(self.gate)
+        if self.server.kind == "stock":
+            # The kernel must print only once the server buffers for us.
+            assert self.manager is not None
+            key = f"Starting buffering for {self.manager.kernel_id}:"
+            assert self.server.wait_for_log(key, 10), "the server never buffered"
+        (self.flags / "cut").touch()
+
+
+def test_cut_mid_cell(server: JupyterServer, proxy: TCPProxy, tmp_path: Path) -> None:
+    expected = "before\n" + "".join(f"gap {i}\n" for i in range(GAP_LINES)) + "after\n"
+    cutter = Cutter(server, proxy, tmp_path)
+    logs = LogCapture()
+    manager = proxied(server, proxy, logger=logs.logger())
+    cutter.manager = manager
+    with manager as session:
+        lost: NubladoOutputLostError | None = None
+        try:
+            result = session.execute(gap_cell(tmp_path), on_output=cutter, timeout=seconds(60))
+        except NubladoOutputLostError as e:
+            lost = e
+        if lost is not None:
+            # The reply itself was lost (documents, reply sent in the gap).
+            assert server.kind == "documents", lost
+            assert lost.result is not None
+            result = lost.result
+        assert result.reconnects == 1
+        if server.kind == "stock":
+            # Replayed by the server: complete, and nothing twice.
+            assert result.stdout == expected
+            assert "".join(o["text"] for o in cutter.outputs) == expected
+            assert not result.output_lost, logs.lines
+            assert result.status == "ok"
+        else:
+            # Nothing kept: the loss is flagged, never silent, and nothing
+            # arrived twice.
+            assert result.output_lost
+            assert result.stdout.startswith("before\n")
+            assert "gap 0\n" not in result.stdout
+            assert len(result.stdout) < len(expected)
+        # The session goes on over the new connection.
+        assert not session.closed
+        assert session.run_python("print('still here')", timeout=seconds(30)) == "still here\n"
+    events = [json.loads(line)["event"] for line in logs.lines]
+    assert "Kernel WebSocket dropped, reconnecting" in events
+    assert "Reconnected kernel WebSocket" in events
+
+
+def test_idle_session_reconnects_on_next_call(server: JupyterServer, proxy: TCPProxy) -> None:
+    with proxied(server, proxy) as session:
+        assert session.run_python("x = 6 * 7; print(x)", timeout=seconds(30)) == "42\n"
+        proxy.cut()
+        # Same kernel: its state is still there.
+        result = session.execute("print(x)", timeout=seconds(30))
+        assert result.stdout == "42\n"
+        assert not result.output_lost
+
+
+def test_reconnect_gives_up_with_our_error(server: JupyterServer, proxy: TCPProxy) -> None:
+    policy = ReconnectPolicy(max_attempts=3, first_delay=datetime.timedelta(seconds=0.05))
+    with proxied(server, proxy, reconnect=policy) as session:
+        session.run_python("pass", timeout=seconds(30))
+        done = threading.Event()
+        with pytest.raises(NubladoWebSocketError) as info:
+            session.execute(
+                "print('go', flush=True); import time; time.sleep(30)",
+                on_output=lambda _: proxy.go_down(done.is_set),
+                timeout=seconds(60),
+            )
+        assert "reconnecting failed after 3 attempt(s)" in str(info.value)
+        assert proxy.refused == 3
+        assert session.closed
+        # Let the session's DELETE through.
+        done.set()
+    assert server.sessions() == []
+
+
+def test_no_reconnect_when_turned_off(server: JupyterServer, proxy: TCPProxy) -> None:
+    with proxied(server, proxy, reconnect=None) as session:
+        with pytest.raises(NubladoWebSocketError):
+            session.execute(
+                "print('go', flush=True); import time; time.sleep(30)",
+                on_output=lambda _: proxy.cut(),
+                timeout=seconds(60),
+            )
+        assert proxy.refused == 0
+        assert session.closed
+
+
+def test_bad_policy_is_refused() -> None:
+    with pytest.raises(NubladoUsageError):
+        ReconnectPolicy(max_attempts=0)
+    with pytest.raises(NubladoUsageError):
+        ReconnectPolicy(jitter=2)
+    with pytest.raises(NubladoUsageError):
+        ReconnectPolicy(first_delay=-datetime.timedelta(seconds=1))
+
+
+def chp_processes(hub: TestHub) -> List[psutil.Process]:
+    return [
+        p for p in hub.processes() if any("configurable-http-proxy" in part for part in p.cmdline())
+    ]
+
+
+def test_proxy_restart_through_the_hub(hub: TestHub) -> None:
+    # configurable-http-proxy killed while a cell runs; the hub notices
+    # (every 5 s) and starts a new one, then gives it its routes again.
+    deadline = 60.0
+    with NubladoClient("carol", hub.tokens["carol"], hub_url=hub.url) as client:
+        client.auth_to_hub()
+        client.spawn_lab(NubladoImageByClass())
+        client.wait_for_spawn(seconds(90))
+        client.auth_to_lab()
+        killed: List[int] = []
+
+        def kill_proxy(_: Dict[str, Any]) -> None:
+            if killed:
+                return
+            for proc in chp_processes(hub):
+                killed.append(proc.pid)
+                proc.kill()
+
+        with client.lab_session() as session:
+            start = time.monotonic()
+            result = session.execute(
+                "import time\nprint('go', flush=True)\ntime.sleep(6)\nprint('done')",
+                on_output=kill_proxy,
+                timeout=seconds(deadline),
+            )
+            elapsed = time.monotonic() - start
+            assert killed, "no proxy process was found"
+            assert result.reconnects >= 1
+            # A stock lab kept what the kernel sent while the proxy was down.
+            assert result.stdout == "go\ndone\n"
+            assert not result.output_lost
+            assert elapsed < deadline
+        # The session's DELETE went through the new proxy: no kernel left.
+        assert hub.lab_sessions("carol") == []
+        assert [p.pid for p in chp_processes(hub)] != killed
+        client.stop_lab()
+        client.wait_for_lab_stopped(seconds(60))
