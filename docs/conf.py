@@ -74,6 +74,8 @@ nitpick_ignore = [
     ("py:class", "pathlib.Path"),
     ("py:obj", "exec"),
     ("py:obj", "socket.getaddrinfo"),
+    ("py:obj", "os.environ"),
+    ("py:class", "os.PathLike"),
     ("py:obj", "socket.gethostbyname"),
     # websocket-client.
     ("py:class", "websocket.WebSocket"),

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ._client import NubladoClient
     from ._discovery import DiscoveryClient
     from ._exceptions import (
+        NubladoCancelledError,
         NubladoDiscoveryError,
         NubladoError,
         NubladoExecutionError,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         NubladoRedirectError,
         NubladoSessionClosedError,
         NubladoSpawnError,
+        NubladoSpawnFormError,
         NubladoSpawnTimeoutError,
         NubladoTimeoutError,
         NubladoUsageError,
@@ -47,11 +49,21 @@ if TYPE_CHECKING:
         NotebookExecutionResult,
         SpawnProgressMessage,
     )
+    from ._notebooks._plan import NotebookCell, NotebookHooks
     from ._notebooks._runner import execute_notebook
     from ._reconnect import ReconnectPolicy
+    from ._reports import (
+        SentryEventInfo,
+        SlackCodeBlock,
+        SlackMessage,
+        SlackTextBlock,
+        SlackTextField,
+        sentry_before_send,
+    )
     from ._retry import RetryPolicy
     from ._session import JupyterLabSession
     from ._session_manager import JupyterLabSessionManager, open_lab_session
+    from ._token import find_token
 
 __version__ = "0.1.0"
 
@@ -62,10 +74,13 @@ __all__ = [
     "ExecutionResult",
     "JupyterLabSession",
     "JupyterLabSessionManager",
+    "NotebookCell",
     "NotebookExecutionError",
     "NotebookExecutionResult",
+    "NotebookHooks",
     "NotebookOutcome",
     "NotebookRun",
+    "NubladoCancelledError",
     "NubladoDiscoveryError",
     "NubladoError",
     "NubladoExecutionError",
@@ -83,6 +98,7 @@ __all__ = [
     "NubladoRedirectError",
     "NubladoSessionClosedError",
     "NubladoSpawnError",
+    "NubladoSpawnFormError",
     "NubladoSpawnTimeoutError",
     "NubladoTimeoutError",
     "NubladoUsageError",
@@ -90,13 +106,20 @@ __all__ = [
     "NubladoWebSocketError",
     "ReconnectPolicy",
     "RetryPolicy",
+    "SentryEventInfo",
+    "SlackCodeBlock",
+    "SlackMessage",
+    "SlackTextBlock",
+    "SlackTextField",
     "SpawnProgressMessage",
     "__version__",
     "execute_notebook",
     "find_notebooks",
+    "find_token",
     "junit_xml",
     "open_lab_session",
     "run_notebooks",
+    "sentry_before_send",
     "write_junit_xml",
 ]
 
@@ -111,10 +134,13 @@ _EXPORTS = {
     "ExecutionResult": "_models",
     "JupyterLabSession": "_session",
     "JupyterLabSessionManager": "_session_manager",
+    "NotebookCell": "_notebooks._plan",
     "NotebookExecutionError": "_models",
+    "NotebookHooks": "_notebooks._plan",
     "NotebookExecutionResult": "_models",
     "NotebookOutcome": "_batch",
     "NotebookRun": "_batch",
+    "NubladoCancelledError": "_exceptions",
     "NubladoClient": "_client",
     "NubladoDiscoveryError": "_exceptions",
     "NubladoError": "_exceptions",
@@ -132,6 +158,7 @@ _EXPORTS = {
     "NubladoRedirectError": "_exceptions",
     "NubladoSessionClosedError": "_exceptions",
     "NubladoSpawnError": "_exceptions",
+    "NubladoSpawnFormError": "_exceptions",
     "NubladoSpawnTimeoutError": "_exceptions",
     "NubladoTimeoutError": "_exceptions",
     "NubladoUsageError": "_exceptions",
@@ -139,12 +166,19 @@ _EXPORTS = {
     "NubladoWebSocketError": "_exceptions",
     "ReconnectPolicy": "_reconnect",
     "RetryPolicy": "_retry",
+    "SentryEventInfo": "_reports",
+    "SlackCodeBlock": "_reports",
+    "SlackMessage": "_reports",
+    "SlackTextBlock": "_reports",
+    "SlackTextField": "_reports",
     "SpawnProgressMessage": "_models",
     "execute_notebook": "_notebooks._runner",
     "find_notebooks": "_batch",
+    "find_token": "_token",
     "junit_xml": "_junit",
     "open_lab_session": "_session_manager",
     "run_notebooks": "_batch",
+    "sentry_before_send": "_reports",
     "write_junit_xml": "_junit",
 }
 

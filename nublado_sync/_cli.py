@@ -50,6 +50,7 @@ from ._exceptions import (
     NubladoUsageError,
 )
 from ._images import (
+    SPAWN_FORM_CLASSES,
     NubladoImage,
     NubladoImageByClass,
     NubladoImageByReference,
@@ -59,6 +60,7 @@ from ._images import (
 )
 from ._logging import DeferredLogger, Logger
 from ._models import ExecutionResult, SpawnProgressMessage
+from ._notebooks._options import add_parameter_options, checked_notebook, parameters_from
 from ._reasons import one_line
 from ._redact import strip_ansi
 from ._retry import RetryPolicy
@@ -89,6 +91,7 @@ ENV_HUB_URL = "NUBLADO_HUB_URL"
 ENV_USER = "NUBLADO_USER"
 ENV_TOKEN = "NUBLADO_TOKEN"  # noqa: S105 - the variable's name, not a token
 ENV_TOKEN_FILE = "NUBLADO_TOKEN_FILE"  # noqa: S105
+ENV_SERVER_URL = "NUBLADO_SERVER_URL"
 
 
 class _UsageError(Exception):
@@ -153,8 +156,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog=(
             f"Connection settings come from options or the environment: {ENV_HUB_URL} (or\n"
             f"REPERTOIRE_BASE_URL for service discovery), {ENV_USER}, and the token from\n"
-            f"{ENV_TOKEN} or the file named by {ENV_TOKEN_FILE} or --token-file. The token\n"
-            "is never taken from the command line, which other users can read.\n\n" + _EXIT_STATUSES
+            f"{ENV_TOKEN} or the file named by {ENV_TOKEN_FILE} or --token-file (inside a\n"
+            "Rubin lab, from where the lab keeps it). The token is never taken from the\n"
+            "command line, which other users can read.\n\n" + _EXIT_STATUSES
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -197,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
         choice = group.add_mutually_exclusive_group()
         choice.add_argument(
             "--image-class",
-            choices=[c.value for c in NubladoImageClass],
+            choices=[c.value for c in SPAWN_FORM_CLASSES],
             help="image class (default: recommended)",
         )
         choice.add_argument("--image-tag", help="image tag")
@@ -242,7 +246,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--server-url",
-        help="run in a plain Jupyter server at this URL (no hub), with the same token settings",
+        help="run in a plain Jupyter server at this URL (no hub), with the same token settings"
+        f" (default: ${ENV_SERVER_URL})",
     )
     run.add_argument(
         "--kernel",
@@ -291,6 +296,7 @@ def _parser() -> argparse.ArgumentParser:
         help="write a JUnit XML report (one test per notebook)",
     )
     run.add_argument("--json", action="store_true", help="print one JSON result")
+    add_parameter_options(run)
     connection(run)
     image(run)
 
@@ -352,17 +358,13 @@ def _logger(args: argparse.Namespace) -> Logger:
 
 
 def _token(args: argparse.Namespace) -> str:
-    path = args.token_file or os.environ.get(ENV_TOKEN_FILE)
-    if path:
-        try:
-            token = Path(path).expanduser().read_text().strip()
-        except OSError as e:
-            raise _UsageError(f"cannot read the token file: {e.strerror}") from None
-    else:
-        token = os.environ.get(ENV_TOKEN, "").strip()
-    if not token:
-        raise _UsageError(f"no token: set {ENV_TOKEN}, {ENV_TOKEN_FILE} or --token-file")
-    return token
+    # Our settings, then Rubin's places inside a lab (see nublado_sync.find_token).
+    from ._token import find_token
+
+    try:
+        return find_token(args.token_file)
+    except NubladoUsageError as e:
+        raise _UsageError(e.message) from None
 
 
 def _client(args: argparse.Namespace, logger: Logger) -> NubladoClient:
@@ -491,18 +493,23 @@ class _Runner:
             self.report.update(_result_json(result))
             return
         # The runner loads only for notebooks.
+        from ._notebooks._progress import CellProgress
         from ._notebooks._runner import execute_notebook
 
+        # Which cell of how many runs, and for how long.
+        progress = CellProgress(self.logger, sys.stderr)
         try:
             executed = execute_notebook(
                 session,
                 text,
                 name=notebook,
                 cell_timeout=self.args.timeout,
-                on_output=on_output,
+                hooks=progress,
+                on_output=progress.wrap_output(on_output),
                 queue_cells=not self.args.cell_by_cell,
             )
         except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
+            progress.close()
             # The notebook's failure is the news; a failure to save it too
             # is only logged.
             try:
@@ -510,6 +517,8 @@ class _Runner:
             except _UsageError as save_error:
                 self.logger.warning("Could not save the notebook", error=one_line(str(save_error)))
             raise
+        finally:
+            progress.close()
         self._save(executed)
 
     def _save(self, executed: Optional[str]) -> None:
@@ -534,12 +543,12 @@ def _result_json(result: ExecutionResult) -> Dict[str, Any]:
     }
 
 
-def _check_notebook(args: argparse.Namespace, text: str) -> None:
-    """Refuse a notebook that cannot run, naming its file."""
-    from ._notebooks._format import parse_notebook
-
+def _check_notebook(
+    args: argparse.Namespace, text: str, name: str, parameters: Optional[Dict[str, Any]]
+) -> str:
+    """Refuse a notebook that cannot run, naming its file; return it ready to run."""
     try:
-        parse_notebook(text)
+        return checked_notebook(text, name, parameters)
     except NubladoUsageError as e:
         raise _UsageError(f"cannot run {args.file}: {e.message}") from None
 
@@ -576,8 +585,12 @@ def _validated_source(args: argparse.Namespace) -> tuple[str, Optional[str]]:
     server started, or an hour of work) is found too late.
     """
     text, notebook = _read_source(args)
+    # The notebook and its parameters are checked before anything starts.
+    parameters = parameters_from(args)
     if notebook is not None:
-        _check_notebook(args, text)
+        text = _check_notebook(args, text, notebook, parameters)
+    elif parameters is not None:
+        raise _UsageError("-p, -r and -f need a .ipynb notebook to run")
     _check_save_target(args, notebook)
     return text, notebook
 
@@ -639,6 +652,9 @@ def _session_opener(
                 logger=logger,
             )
         return
+    if not args.local and not args.server_url:
+        # A plain Jupyter server from the environment, as for the papermill engine.
+        args.server_url = os.environ.get(ENV_SERVER_URL) or None
     if args.server_url:
         token = _token(args)
         yield lambda name: open_lab_session(

@@ -23,9 +23,11 @@ from ._arguments import check_duration, check_http_url, check_token
 from ._deadline import Deadline
 from ._discovery import DiscoveryClient
 from ._exceptions import (
+    NubladoCancelledError,
     NubladoError,
     NubladoProtocolError,
     NubladoSpawnError,
+    NubladoSpawnFormError,
     NubladoSpawnTimeoutError,
     NubladoTimeoutError,
     NubladoUsageError,
@@ -36,6 +38,7 @@ from ._images import NubladoImage
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._models import NotebookExecutionError, NotebookExecutionResult, SpawnProgressMessage
+from ._reasons import server_message
 from ._retry import RETRY_STATUSES, RetryPolicy
 from ._session_manager import JupyterLabSessionManager
 from ._sse import SSEParser, parse_progress_event
@@ -48,6 +51,8 @@ __all__ = ["NubladoClient"]
 _EVENT_STREAM = "text/event-stream"
 # The execution extension answers only when the whole notebook has run.
 _NOTEBOOK_READ_TIMEOUT = datetime.timedelta(hours=1)
+# How long a failed spawn form waits for the hub's reason in the progress stream.
+_FAILED_SPAWN_REASON = datetime.timedelta(seconds=5)
 # How often wait_for_lab_stopped looks at the hub's record of the lab.
 _STOP_POLL = 0.5
 
@@ -158,8 +163,31 @@ class NubladoClient:
         self.close()
 
     def close(self) -> None:
-        """Close the client's connections. Labs and sessions are not touched."""
+        """Close the client: end its calls in flight, and its connections.
+
+        Safe from any thread and more than once. A call in flight in
+        another thread ends as with `cancel`; later calls raise
+        `NubladoCancelledError`. Labs are not touched.
+        """
+        self._http.cancellation.cancel("The client was closed (NubladoClient.close)")
         self._http.close()
+
+    def cancel(self) -> None:
+        """Stop every call of this client in flight, from another thread.
+
+        The blocking call (an HTTP request such as `run_notebook`, the
+        spawn's progress stream, `wait_for_lab_stopped`, code running in a
+        session of `lab_session`) raises `NubladoCancelledError` in its own
+        thread at once, after the usual clean-up: a lab session being used
+        or created is deleted, which shuts its kernel down. Every later call
+        raises it too: a cancelled client is finished, like a cancelled
+        task; close it and make a new one to go on. What the lab was asked
+        to do before (a spawn, a notebook run by the lab's extension) is
+        not undone.
+
+        Safe to call from any thread, and more than once.
+        """
+        self._http.cancellation.cancel("The call was cancelled (NubladoClient.cancel)")
 
     # URLs
 
@@ -193,8 +221,9 @@ class NubladoClient:
     def lab_url(self) -> str:
         """Base URL of the user's lab (``.../user/<name>/``).
 
-        With per-user subdomains the lab host is known only after
-        `auth_to_lab`.
+        With per-user subdomains the lab host is known only after the lab
+        login (`auth_to_lab`, or the first lab call); before, this is the
+        hub's host.
 
         Raises
         ------
@@ -295,9 +324,11 @@ class NubladoClient:
         ------
         NubladoUsageError
             ``config`` is not an image choice.
-        NubladoSpawnError
-            The spawn failed at once (the hub answered the form with a
-            server error other than 502, 503 or 504).
+        NubladoSpawnFormError
+            The spawn failed at once: the hub answered the form with a
+            server error other than 502, 503 or 504. Both a
+            `NubladoSpawnError` and a `NubladoWebError`; the message gives
+            the hub's reason.
         NubladoWebError
             The hub refused or failed, or stayed unreachable or unavailable
             (502, 503, 504) for as long as the retry policy allows.
@@ -322,7 +353,7 @@ class NubladoClient:
                 retry=retries,
                 pause=round(pause, 3),
             )
-            time.sleep(pause)
+            self._pause(pause)
             # The hub may have started the spawn before its answer was lost.
             try:
                 stopped = self.is_lab_stopped()
@@ -344,23 +375,56 @@ class NubladoClient:
             form["_xsrf"] = self._http.xsrf["hub"]
         # Not followed: the answer points at the progress page, or straight
         # at the lab when it started fast, and either means it was accepted.
-        try:
-            response = self._http.fetch(
-                "POST", spawn, data=form, referer=spawn, follow=False, ok=(200, 302, 303)
-            )
-        except NubladoWebError as e:
+        started_at = datetime.datetime.now(tz=datetime.timezone.utc)
+        response = self._http.fetch(
+            "POST", spawn, data=form, referer=spawn, follow=False, ok=range(100, 600)
+        )
+        status = response.status_code
+        if status >= 500 and status not in RETRY_STATUSES:
             # A spawn that fails within about a second fails the form POST
-            # itself with a 5xx: that is a spawn failure, not a web fault.
-            # 502-504 come from a proxy or ingress in front of the hub.
-            if e.status is None or e.status < 500 or e.status in RETRY_STATUSES:
-                raise
-            raise NubladoSpawnError(
-                f"Spawn failed: the hub answered status {e.status}",
-                [e.body] if e.body else [],
-                self.username,
-            ) from e
+            # itself: a spawn failure and a web fault at once. 502-504 come
+            # from a proxy or ingress in front of the hub: web errors, which
+            # spawn_lab may send again.
+            raise self._spawn_form_error(response, spawn, started_at)
+        if status not in (200, 302, 303):
+            raise self._http.status_error(response, started_at)
         response.close()
         self._logger.info("Requested lab spawn", form=config.to_spawn_form())
+
+    def _spawn_form_error(
+        self, response: requests.Response, spawn: str, started_at: datetime.datetime
+    ) -> NubladoSpawnFormError:
+        # A spawn that fails within about a second fails the form POST
+        # itself: a spawn failure and a web fault at once. The page says
+        # only "Unhandled error starting server"; the reason is in the
+        # progress stream's failed event, read briefly here.
+        url = response.url or spawn
+        page = self._http.redact(response.text)
+        head = f"the hub answered POST {url} with status {response.status_code}"
+        log: List[str] = []
+        try:
+            for message in self._progress(Deadline(_FAILED_SPAWN_REASON)):
+                log.append(message.message)
+        except NubladoCancelledError:
+            raise
+        except NubladoError as e:
+            self._logger.debug("No spawn progress after a failed spawn form", error=str(e))
+        if log and log[-1]:
+            summary = f"{log[-1]} ({head})"
+        else:
+            reason = server_message(page, response.headers.get("Content-Type", "")) or ""
+            log = [reason] if reason else []
+            summary = f"Spawn failed: {head}" + (f": {reason}" if reason else "")
+        return NubladoSpawnFormError(
+            summary,
+            log,
+            self.username,
+            body=page,
+            method="POST",
+            started_at=started_at,
+            status=response.status_code,
+            url=url,
+        )
 
     def watch_spawn_progress(self) -> Iterator[SpawnProgressMessage]:
         """Yield the spawn's progress events as the hub sends them.
@@ -392,11 +456,12 @@ class NubladoClient:
         except _SpawnGoneError as e:
             raise NubladoSpawnError(str(e), [], self.username) from None
 
-    def _progress(self, deadline: Deadline) -> Iterator[SpawnProgressMessage]:
+    def _progress(self, deadline: Deadline, *, log: bool = True) -> Iterator[SpawnProgressMessage]:
         # Each stream replays the spawn's events from its start (Nublado's
         # and the test hub's do); on a reopened stream those already
         # yielded are recognised by their order and content, and skipped.
         seen: List[Tuple[int, str]] = []
+        started = time.monotonic()
         policy = self._http.retry
         failures = 0
         reopened = False
@@ -410,6 +475,8 @@ class NubladoClient:
                         continue
                     skipping, failures = False, 0
                     seen.append(key)
+                    if log:
+                        self._log_progress(message, started)
                     yield message
                     if message.ready or message.failed:
                         return
@@ -438,8 +505,25 @@ class NubladoClient:
                 retry=failures,
                 pause=round(pause, 3),
             )
-            time.sleep(pause)
+            self._pause(pause)
             reopened = True
+
+    def _log_progress(self, message: SpawnProgressMessage, started: float) -> None:
+        # Upstream's words, at info level: consumers' logs (and their tests)
+        # look for them.
+        elapsed = int(time.monotonic() - started)
+        status = "complete" if message.ready else "in progress"
+        self._logger.info(
+            f"Spawn {status} ({elapsed}s elapsed): {message.message}",
+            elapsed=elapsed,
+            status=status,
+            progress=message.progress,
+        )
+
+    def _pause(self, seconds: float) -> None:
+        # A cancellation (NubladoClient.cancel) ends a pause at once.
+        self._http.cancellation.event.wait(seconds)
+        self._http.cancellation.check()
 
     def _stream(self, deadline: Deadline, reopened: bool) -> Iterator[SpawnProgressMessage]:
         url = self._hub(f"hub/api/users/{self.username}/server/progress")
@@ -459,10 +543,10 @@ class NubladoClient:
                 raise NubladoTimeoutError(
                     "Timed out waiting for spawn progress", self.username
                 ) from None
-            if reopened and e.status == 400:
+            if reopened and e.status in (400, 404):
                 # The hub answers 400 when the lab is neither starting nor
-                # running nor failed: it forgot the spawn, as a restarted
-                # hub does.
+                # running nor failed, and 404 when it has no server at all:
+                # it forgot the spawn, as a restarted hub does.
                 raise _SpawnGoneError(
                     "The spawn ended without a result: the hub restarted or"
                     " stopped the lab while it was starting"
@@ -478,11 +562,7 @@ class NubladoClient:
             parser = SSEParser()
             for chunk in self._chunks(response, deadline):
                 for data in parser.feed(chunk):
-                    message = parse_progress_event(data)
-                    self._logger.debug(
-                        "Spawn progress", progress=message.progress, message=message.message
-                    )
-                    yield message
+                    yield parse_progress_event(data)
 
     def _chunks(self, response: requests.Response, deadline: Deadline) -> Iterator[bytes]:
         raw = response.raw
@@ -493,11 +573,14 @@ class NubladoClient:
                 set_read_timeout(response, deadline.bound(self._http.timeout))
                 chunk = raw.read1(65536) if hasattr(raw, "read1") else raw.read(1)
                 if not chunk:
+                    # A cancellation shuts the socket down: an early end.
+                    self._http.cancellation.check()
                     return
                 yield chunk
         except NubladoError:
             raise
         except Exception as e:
+            self._http.cancellation.check()
             if deadline.expired():
                 raise NubladoTimeoutError(
                     "Timed out waiting for spawn progress", self.username
@@ -523,7 +606,9 @@ class NubladoClient:
             How long to wait; `None` waits as long as the hub keeps the
             progress stream open.
         on_progress
-            Called with each progress event as it arrives.
+            Called with each progress event as it arrives. The events are
+            then left to it: they are not logged (without it, each is
+            logged at info level, as upstream does).
 
         Raises
         ------
@@ -553,7 +638,7 @@ class NubladoClient:
         log: List[str] = []
         last: Optional[SpawnProgressMessage] = None
         try:
-            for message in self._progress(deadline):
+            for message in self._progress(deadline, log=on_progress is None):
                 last = message
                 log.append(message.message)
                 if on_progress is not None:
@@ -621,17 +706,19 @@ class NubladoClient:
                     f"Lab still running after {timeout.total_seconds():.0f}s", self.username
                 )
             # Polling the hub's record is the only way to learn of the stop.
-            time.sleep(deadline.bound(_STOP_POLL))
+            # A cancellation ends the pause at once.
+            self._pause(deadline.bound(_STOP_POLL))
 
     # The lab
 
     def auth_to_lab(self) -> None:
         """Log in to the user's lab (the OAuth round trip through the hub).
 
-        Lab calls log in again by themselves when they find the login
-        expired (a redirect or a 403), so calling it again is optional. The
-        first call is needed: with per-user subdomains it is how the client
-        learns the lab's host.
+        Lab calls log in by themselves when they find no login or an
+        expired one (a redirect or a 403), and then go to the host the login
+        leads to (the user's own, with per-user subdomains), so calling it
+        is optional, as upstream; calling it first makes the lab's URL known
+        (`lab_url`) before any lab call.
 
         Raises
         ------
@@ -652,6 +739,7 @@ class NubladoClient:
         kernel_name: Optional[str] = None,
         clear_local_site_packages: bool = False,
         read_timeout: Optional[datetime.timedelta] = None,
+        parameters: Optional[Mapping[str, Any]] = None,
     ) -> NotebookExecutionResult:
         """Run a notebook inside the lab with its execution extension.
 
@@ -661,7 +749,7 @@ class NubladoClient:
         otherwise, rather than the client's HTTP timeout (30 s by default,
         which would abandon most notebooks). A cell failure is reported in
         `NotebookExecutionResult.error`, not raised. For servers without the
-        extension use `JupyterLabSession.execute_notebook`.
+        extension use `execute_notebook`.
 
         Parameters
         ----------
@@ -674,6 +762,9 @@ class NubladoClient:
             site-packages.
         read_timeout
             How long to wait for the answer (one hour by default).
+        parameters
+            Values injected into the notebook here, before it is sent, as
+            papermill injects them (see `execute_notebook`).
 
         Returns
         -------
@@ -685,6 +776,8 @@ class NubladoClient:
         NubladoUsageError
             ``read_timeout`` is neither `None` nor a positive
             `datetime.timedelta`.
+            With ``parameters``: the content is not an nbformat 4 notebook,
+            or a parameter is invalid. Nothing was sent.
         NubladoWebError
             The request failed or timed out, or the lab refused it (for
             example a lab without the extension answers 404).
@@ -692,6 +785,14 @@ class NubladoClient:
             The answer is malformed.
         """
         check_duration(read_timeout, "read_timeout", self.username, optional=True)
+        if parameters is not None:
+            # Only notebooks with parameters load the notebook modules.
+            from ._notebooks._format import dump_notebook, parse_notebook
+            from ._notebooks._parameters import inject_parameters
+
+            notebook = parse_notebook(content)
+            inject_parameters(notebook, parameters)
+            content = dump_notebook(notebook)
         timeout = read_timeout or _NOTEBOOK_READ_TIMEOUT
         api = self._lab_api()
         answer = api.execute_notebook(
@@ -703,8 +804,14 @@ class NubladoClient:
         return _notebook_result(answer, self.username)
 
     def _lab_api(self) -> LabAPI:
+        # The lab URL is read for each request, not fixed here: with per-user
+        # subdomains the first lab call may be what logs in and learns the
+        # lab's host (as upstream allows lab calls without auth_to_lab).
         return LabAPI(
-            self._http, self.lab_url, extra_headers=self._lab_headers, reauth=self.auth_to_lab
+            self._http,
+            lambda: self.lab_url,
+            extra_headers=self._lab_headers,
+            reauth=self.auth_to_lab,
         )
 
     def _lab_headers(self) -> Dict[str, str]:
@@ -724,8 +831,8 @@ class NubladoClient:
     ) -> JupyterLabSessionManager:
         """Return a context manager for a kernel session in the user's lab.
 
-        Log in to the lab with `auth_to_lab` once before. The session is
-        created on entry and always deleted on exit.
+        The session is created on entry and always deleted on exit. The
+        lab login happens on the way when `auth_to_lab` was not called.
 
         Parameters
         ----------

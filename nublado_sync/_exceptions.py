@@ -8,13 +8,17 @@ boundaries in job runners) and carry no credentials.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Type, TypeVar
 
 from ._models import CodeContext, ExecutionResult
 from ._reasons import server_message
 from ._redact import redact_body, redact_url, strip_ansi
 
+if TYPE_CHECKING:
+    from ._reports import SentryEventInfo, SlackMessage
+
 __all__ = [
+    "NubladoCancelledError",
     "NubladoDiscoveryError",
     "NubladoError",
     "NubladoExecutionError",
@@ -25,6 +29,7 @@ __all__ = [
     "NubladoRedirectError",
     "NubladoSessionClosedError",
     "NubladoSpawnError",
+    "NubladoSpawnFormError",
     "NubladoSpawnTimeoutError",
     "NubladoTimeoutError",
     "NubladoUsageError",
@@ -44,6 +49,9 @@ def _restore(cls: Type[NubladoError], args: Tuple[Any, ...], state: Dict[str, An
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(tz=datetime.timezone.utc)
+
+
+_W = TypeVar("_W", bound="NubladoWebError")
 
 
 class NubladoError(Exception):
@@ -98,6 +106,40 @@ class NubladoError(Exception):
     def __reduce__(self) -> Tuple[Any, ...]:
         return (_restore, (type(self), self.args, dict(self.__dict__)))
 
+    def to_slack(self) -> SlackMessage:
+        """Format the error as a Slack message.
+
+        The same report as ``rubin-nublado-client``'s (without its Safir
+        dependency): a summary, blocks for the node and cell, fields for
+        the times, the exception type, the user and the image, and the
+        details (traceback, code, URL, response, spawn log) as attachments.
+
+        Returns
+        -------
+        SlackMessage
+            The message; its ``to_slack()`` gives the Block Kit JSON to post
+            to a Slack webhook.
+        """
+        from ._reports import slack_message
+
+        return slack_message(self)
+
+    def to_sentry(self) -> SentryEventInfo:
+        """Return the tags, contexts and attachments to add to a Sentry event.
+
+        Needs no Sentry package; `sentry_before_send` adds them to every
+        event of a `NubladoError` when passed to ``sentry_sdk.init``.
+
+        Returns
+        -------
+        SentryEventInfo
+            Tags (the code context, status, request), contexts (the start
+            time) and attachments (traceback, code, spawn log, body).
+        """
+        from ._reports import sentry_info
+
+        return sentry_info(self)
+
 
 class NubladoDiscoveryError(NubladoError):
     """Service discovery did not give the URL of the Nublado hub."""
@@ -121,6 +163,19 @@ class NubladoSessionClosedError(NubladoUsageError):
     A session closes itself after a timeout or a broken connection, since the
     kernel may still be busy with the abandoned request.
     """
+
+
+def _cell_name(context: CodeContext, result: Optional[ExecutionResult]) -> str:
+    # As a person finds the cell in JupyterLab: its position among the code
+    # cells (from 1), its In [n], then its id.
+    if not context.cell_number:
+        return f"cell {context.cell}" if context.cell else "cell"
+    details = []
+    if result is not None and result.execution_count:
+        details.append(f"In [{result.execution_count}]")
+    if context.cell:
+        details.append(f"id {context.cell!r}")
+    return f"cell {context.cell_number}" + (f" ({', '.join(details)})" if details else "")
 
 
 # How much of the failing code a message quotes: enough to recognise it.
@@ -147,14 +202,14 @@ def _code_excerpt(code: str) -> str:
 
 
 def _code_failure_intro(
-    user: Optional[str], code: Optional[str], context: CodeContext, what: str
+    user: Optional[str],
+    code: Optional[str],
+    context: CodeContext,
+    what: str,
+    result: Optional[ExecutionResult] = None,
 ) -> str:
     if context.notebook:
-        if context.cell:
-            where = f"cell {context.cell} of notebook {context.notebook}"
-        else:
-            where = f"cell of notebook {context.notebook}"
-        return f"{user}: {where} {what}"
+        return f"{user}: {_cell_name(context, result)} of notebook {context.notebook} {what}"
     if code:
         # One line: the first line of the code, with a count of the rest.
         lines = code.strip("\n").splitlines() or [""]
@@ -233,7 +288,7 @@ class NubladoExecutionError(NubladoError):
         self.notebook = notebook
 
     def __str__(self) -> str:
-        msg = _code_failure_intro(self.user, self.code, self.context, "failed")
+        msg = _code_failure_intro(self.user, self.code, self.context, "failed", self.result)
         if self.status and self.status != "error":
             msg += f" (status: {self.status})"
         if self.context.notebook and self.code:
@@ -337,7 +392,7 @@ class NubladoExecutionTimeoutError(NubladoTimeoutError):
         return self.result.stdout if self.result else ""
 
     def __str__(self) -> str:
-        msg = _code_failure_intro(self.user, self.code, self.context, "timed out")
+        msg = _code_failure_intro(self.user, self.code, self.context, "timed out", self.result)
         if self.context.notebook and self.code:
             msg += f"\nCode: {_code_excerpt(self.code)}"
         return f"{msg}\n{self.message}"
@@ -431,6 +486,15 @@ class NubladoSpawnError(NubladoError):
         self.log = list(log)
 
 
+class NubladoCancelledError(NubladoError):
+    """The call was stopped from another thread by `NubladoClient.cancel` or ``close``.
+
+    Raised in the thread whose call was in flight, after the usual clean-up
+    (the lab session and its kernel deleted), and by every later call of the
+    cancelled client.
+    """
+
+
 class NubladoSpawnTimeoutError(NubladoSpawnError, NubladoTimeoutError):
     """The lab was not ready before the caller's deadline.
 
@@ -469,7 +533,7 @@ class NubladoWebError(NubladoError):
     Attributes
     ----------
     body : str or None
-        Redacted response body (its first 4 kB). ``str()`` shows only the
+        Redacted response body (its first 64 kB). ``str()`` shows only the
         server's message from it: a JSON error's ``message``, or an HTML
         error page's error text.
     method : str or None
@@ -511,6 +575,135 @@ class NubladoWebError(NubladoError):
         summary = server_message(self.body)
         if summary and summary not in self.message:
             return f"{self.message}\nBody:\n{summary}"
+        return self.message
+
+    @classmethod
+    def from_exception(
+        cls: Type[_W],
+        exc: BaseException,
+        user: Optional[str] = None,
+        *,
+        started_at: Optional[datetime.datetime] = None,
+    ) -> _W:
+        """Build the exception from a requests, urllib3 or socket exception.
+
+        The counterpart of upstream's ``from_exception``, which takes httpx
+        exceptions: code that makes its own requests (with ``requests``)
+        reports their failures the same way this package does.
+
+        Parameters
+        ----------
+        exc
+            The exception. One with a ``response`` (``requests.HTTPError``
+            from ``raise_for_status``) gives ``Status {code} from {METHOD}
+            {url}`` with the status and the body; any other gives
+            ``{ExceptionName}: {text}``, with the method and URL of its
+            ``request`` when it has one.
+        user
+            User the request was made for.
+        started_at
+            When the operation began.
+
+        Returns
+        -------
+        NubladoWebError
+            The new exception (of the class it was called on).
+        """
+        request = getattr(exc, "request", None)
+        response = getattr(exc, "response", None)
+        method = getattr(request, "method", None)
+        url = getattr(request, "url", None)
+        status = getattr(response, "status_code", None)
+        if response is not None and isinstance(status, int):
+            url = getattr(response, "url", None) or url
+            method = method or getattr(getattr(response, "request", None), "method", None)
+            try:
+                body: Optional[str] = response.text
+            except Exception:  # a streamed body that failed
+                body = None
+            where = f"{method} {url}" if method else str(url)
+            return cls(
+                f"Status {status} from {where}",
+                user,
+                body=body or None,
+                method=method,
+                started_at=started_at,
+                status=status,
+                url=url,
+            )
+        text = str(exc)
+        message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        return cls(
+            message,
+            user,
+            method=method if isinstance(method, str) else None,
+            started_at=started_at,
+            url=url if isinstance(url, str) else None,
+        )
+
+
+class NubladoSpawnFormError(NubladoSpawnError, NubladoWebError):
+    """The hub answered the spawn form with a server error.
+
+    A spawn that fails within about a second fails the form ``POST``
+    itself. That is both a failed spawn (`NubladoSpawnError`) and a failed
+    request (`NubladoWebError`, as upstream raises it), so a handler for
+    either catches it.
+
+    Parameters
+    ----------
+    message
+        What failed, with the hub's reason in words.
+    log
+        The hub's reason, as the only progress message.
+    user
+        User the lab was for.
+    body
+        The hub's answer (redacted).
+    context
+        Where the code being run came from, if any.
+    failed_at
+        When the spawn failed; the current time when omitted.
+    method
+        HTTP method of the request (``POST``).
+    started_at
+        When the spawn began.
+    status
+        HTTP status of the answer.
+    url
+        URL of the spawn form (redacted).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        log: List[str],
+        user: Optional[str] = None,
+        *,
+        body: Optional[str] = None,
+        context: Optional[CodeContext] = None,
+        failed_at: Optional[datetime.datetime] = None,
+        method: Optional[str] = None,
+        started_at: Optional[datetime.datetime] = None,
+        status: Optional[int] = None,
+        url: Optional[str] = None,
+    ) -> None:
+        NubladoWebError.__init__(
+            self,
+            message,
+            user,
+            body=body,
+            context=context,
+            failed_at=failed_at,
+            method=method,
+            started_at=started_at,
+            status=status,
+            url=url,
+        )
+        self.log = list(log)
+
+    def __str__(self) -> str:
+        # The reason is in the message; the page it came from is in ``body``.
         return self.message
 
 
@@ -564,3 +757,40 @@ class NubladoWebSocketError(NubladoError):
         )
         self.body = redact_body(body) if body else None
         self.code = code
+
+    @classmethod
+    def from_exception(
+        cls, exc: BaseException, user: Optional[str] = None
+    ) -> NubladoWebSocketError:
+        """Build the exception from a websocket-client or socket exception.
+
+        The counterpart of upstream's ``from_exception``, which takes
+        ``websockets`` exceptions.
+
+        Parameters
+        ----------
+        exc
+            The exception. A refused upgrade
+            (``websocket.WebSocketBadStatusException``) gives its status as
+            ``code`` and its body.
+        user
+            User the connection was for.
+
+        Returns
+        -------
+        NubladoWebSocketError
+            The new exception.
+        """
+        text = str(exc)
+        error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        status = getattr(exc, "status_code", None)
+        if isinstance(status, int):
+            raw = getattr(exc, "resp_body", None)
+            body = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            return cls(
+                f"WebSocket upgrade refused: {error}",
+                user,
+                body=body if isinstance(body, str) and body else None,
+                code=status,
+            )
+        return cls(error, user)

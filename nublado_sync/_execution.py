@@ -13,10 +13,13 @@ from typing import Any, Callable, Dict, List, Optional
 from ._messages import KernelMessage
 from ._models import ExecutionResult
 
-__all__ = ["ExecutionCollector", "OutputCallback"]
+__all__ = ["ExecutionCollector", "MessageCallback", "OutputCallback"]
 
 OutputCallback = Callable[[Dict[str, Any]], None]
 """Called with each output, in nbformat 4 shape, as it arrives."""
+
+MessageCallback = Callable[[Dict[str, Any]], None]
+"""Called with each kernel message answering a request, as a dict."""
 
 # jupyter_server's notices when its IOPub rate limit drops output; they
 # arrive as stderr stream messages parented to the request.
@@ -42,10 +45,21 @@ class ExecutionCollector:
         The code sent, for the result.
     on_output
         Optional callback for each output as it arrives.
+    on_message
+        Optional callback for each message answering the request, as a
+        dict in the Jupyter message shape (``header``, ``parent_header``,
+        ``metadata``, ``content``, ``msg_type``, ``channel``).
     """
 
-    def __init__(self, msg_id: str, code: str, on_output: Optional[OutputCallback] = None) -> None:
+    def __init__(
+        self,
+        msg_id: str,
+        code: str,
+        on_output: Optional[OutputCallback] = None,
+        on_message: Optional[MessageCallback] = None,
+    ) -> None:
         self.msg_id = msg_id
+        self._on_message = on_message
         self.code = code
         self.kernel_died = False
         self.rate_limited = False
@@ -111,6 +125,17 @@ class ExecutionCollector:
         if parent != self.msg_id:
             return
         msg_type = msg.msg_type
+        if self._on_message is not None:
+            self._on_message(
+                {
+                    "channel": msg.channel,
+                    "msg_type": msg_type,
+                    "header": msg.header,
+                    "parent_header": msg.parent_header,
+                    "metadata": msg.metadata,
+                    "content": msg.content,
+                }
+            )
         content = msg.content
         if msg.channel == "shell":
             if msg_type == "execute_reply":

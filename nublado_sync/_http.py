@@ -11,17 +11,19 @@ and the lab's separate XSRF tokens, read from every hop of a redirect chain.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Mapping, Optional, Union
 from urllib.parse import urljoin, urlsplit
 
+from ._cancel import Cancellation
 from ._exceptions import NubladoRedirectError, NubladoUsageError, NubladoWebError
 from ._logging import Logger
 from ._reasons import server_message, status_explanation, transport_failure
 from ._redact import redact_secrets, redact_url
-from ._retry import RETRY_STATUSES, RetryPolicy
+from ._retry import IDEMPOTENT, RETRY_STATUSES, RetryPolicy
 
 if TYPE_CHECKING:
     import requests
@@ -36,8 +38,9 @@ __all__ = [
 ]
 
 # How much of an error body to keep: enough for a traceback or an HTML
-# error page's message, not a whole page.
-_MAX_ERROR_BODY = 4096
+# error page down to its message (JupyterHub's comes after some 6 kB of
+# head), not an endless stream.
+_MAX_ERROR_BODY = 65536
 
 # The lab login is the longest chain: about six hops, two of them to the
 # same URL (the OAuth round trip returns to where it started).
@@ -46,6 +49,10 @@ _MAX_VISITS = 2
 _REDIRECTS = (301, 302, 303, 307, 308)
 # Bytes read from a response body at a time.
 _CHUNK = 65536
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.timezone.utc)
 
 
 # Called with every response before its status is looked at. Empty unless
@@ -267,6 +274,8 @@ class HTTPSession:
         self._logger = logger
         self.space: Optional[URLSpace] = None
         self.xsrf: Dict[str, str] = {}
+        # Stops this session's requests from another thread (NubladoClient.cancel).
+        self.cancellation = Cancellation(user)
 
     def __repr__(self) -> str:
         return f"<HTTPSession user={self.user!r}>"
@@ -442,39 +451,58 @@ class HTTPSession:
         retry_deadline = self.retry.request_deadline(read_timeout)
         if deadline is not None:
             retry_deadline = min(retry_deadline, deadline)
+        # Errors carry when the request began, as upstream's do.
+        started_at = _utcnow()
+        self.cancellation.check()
+        self.cancellation.track(self.session.get_adapter(url))
+        start = time.monotonic()
+        unrouted = 0
         try:
             proxy = self.proxy_for(url)
-            with request_deadline(retry_deadline):
-                response = self.session.request(
-                    method,
-                    url,
-                    headers=dict(headers or {}),
-                    json=json,
-                    data=data,
-                    params=params,
-                    auth=self._auth,
-                    # Per request: requests prefers REQUESTS_CA_BUNDLE over
-                    # the session's verify, which would ignore an explicit
-                    # CA path.
-                    verify=self.ca_bundle(),
-                    # requests hands a urllib3 Timeout to urllib3 as it is.
-                    timeout=DeadlineTimeout(  # type: ignore[arg-type]
-                        connect=self.timeout, read=read_timeout
-                    ),
-                    allow_redirects=False,
-                    proxies={"http": proxy, "https": proxy} if proxy else {},
-                    # Always streamed: requests reads a body with a timeout
-                    # per read, so a server trickling an endless body would
-                    # hold the call forever; _read_body reads it under one
-                    # deadline.
-                    stream=True,
-                )
-            if not stream:
-                self._read_body(response, read_timeout)
+            while True:
+                left = max(retry_deadline - (time.monotonic() - start), 0.001)
+                with request_deadline(left):
+                    response = self.session.request(
+                        method,
+                        url,
+                        headers=dict(headers or {}),
+                        json=json,
+                        data=data,
+                        params=params,
+                        auth=self._auth,
+                        # Per request: requests prefers REQUESTS_CA_BUNDLE
+                        # over the session's verify, which would ignore an
+                        # explicit CA path.
+                        verify=self.ca_bundle(),
+                        # requests hands a urllib3 Timeout to urllib3 as it is.
+                        timeout=DeadlineTimeout(  # type: ignore[arg-type]
+                            connect=self.timeout, read=read_timeout
+                        ),
+                        allow_redirects=False,
+                        proxies={"http": proxy, "https": proxy} if proxy else {},
+                        # Always streamed: requests reads a body with a
+                        # timeout per read, so a server trickling an endless
+                        # body would hold the call forever; _read_body reads
+                        # it under one deadline.
+                        stream=True,
+                    )
+                if stream:
+                    break
+                self._read_body(response, read_timeout, started_at)
+                # A cancelled read can look like a short body (the socket
+                # was shut down under it): never hand one on as complete.
+                self.cancellation.check()
+                unrouted += 1
+                pause = self._unrouted_pause(response, unrouted, start + retry_deadline)
+                if pause is None:
+                    break
+                time.sleep(pause)
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
             # requests wraps most failures; urllib3 and the socket layer
             # raise their own while a body is read. The library's own text
             # goes to the debug log; the exception says it in words.
+            if self.cancellation.blocks():
+                raise self.cancellation.error() from None
             self._logger.debug(
                 "HTTP request failed",
                 method=method,
@@ -486,6 +514,7 @@ class HTTPSession:
                 f"{self.redact(words[:1].upper() + words[1:])} ({method} {url})",
                 self.user,
                 method=method,
+                started_at=started_at,
                 url=url,
             ) from None
         self._logger.debug(
@@ -494,10 +523,41 @@ class HTTPSession:
         for observe in response_observers:
             observe(response)
         if response.status_code not in ok:
-            raise self.status_error(response)
+            raise self.status_error(response, started_at)
         return response
 
-    def _read_body(self, response: requests.Response, seconds: float) -> None:
+    def _unrouted_pause(
+        self, response: requests.Response, retry: int, end: float
+    ) -> Optional[float]:
+        # configurable-http-proxy, just restarted, answers a bare "Not Found"
+        # (no Content-Type) until the hub has given it its routes again, a
+        # few seconds later; urllib3 cannot see a body, so this one case of
+        # "later" is retried here. A hub's or a lab's own 404 is a page.
+        method = response.request.method or "GET"
+        if (
+            response.status_code != 404
+            or method not in IDEMPOTENT
+            or "Content-Type" in response.headers
+            or response.content.strip() != b"Not Found"
+            or retry > self.retry.retries
+        ):
+            return None
+        pause = self.retry.pause(retry)
+        if time.monotonic() + pause >= end:
+            return None
+        self._logger.info(
+            "Retrying HTTP request",
+            method=method,
+            url=redact_url(response.url),
+            reason="status 404 from a proxy without routes",
+            retry=retry,
+            pause=round(pause, 3),
+        )
+        return pause
+
+    def _read_body(
+        self, response: requests.Response, seconds: float, started_at: datetime.datetime
+    ) -> None:
         end = time.monotonic() + seconds
         raw = response.raw
         chunks = []
@@ -510,6 +570,7 @@ class HTTPSession:
                     f" ({response.request.method} {response.url})",
                     self.user,
                     method=response.request.method,
+                    started_at=started_at,
                     url=response.url,
                 )
             set_read_timeout(response, remaining)
@@ -525,7 +586,9 @@ class HTTPSession:
         response._content_consumed = True  # type: ignore[attr-defined]
         response.close()
 
-    def status_error(self, response: requests.Response) -> NubladoWebError:
+    def status_error(
+        self, response: requests.Response, started_at: Optional[datetime.datetime] = None
+    ) -> NubladoWebError:
         """Build the exception for a response with an unexpected status."""
         import requests
 
@@ -551,6 +614,7 @@ class HTTPSession:
             self.user,
             body=body or None,
             method=method,
+            started_at=started_at,
             status=response.status_code,
             url=url,
         )
@@ -630,10 +694,13 @@ class HTTPSession:
         # once (the OAuth round trip does), not twice.
         visits: Counter[str] = Counter([url])
         hops = 0
+        started_at = _utcnow()
         while True:
             name = space.name_of(url)
             if name is None:
-                raise NubladoRedirectError("Unexpected redirect", url, self.user)
+                raise NubladoRedirectError(
+                    "Unexpected redirect", url, self.user, started_at=started_at
+                )
             hop_headers = {"Sec-Fetch-Mode": "navigate" if navigate else "same-origin"}
             if not navigate and name in self.xsrf:
                 hop_headers["X-XSRFToken"] = self.xsrf[name]
@@ -669,14 +736,14 @@ class HTTPSession:
             hops += 1
             visits[url] += 1
             if hops > _MAX_HOPS or visits[url] > _MAX_VISITS:
-                raise NubladoRedirectError("Redirect loop", url, self.user)
+                raise NubladoRedirectError("Redirect loop", url, self.user, started_at=started_at)
             if response.status_code in (301, 302, 303) and method not in ("GET", "HEAD"):
                 # What a browser does: the answer to a POST is fetched.
                 method, data, json = "GET", None, None
             params = None
             space.learn(url)
         if response.status_code not in ok:
-            raise self.status_error(response)
+            raise self.status_error(response, started_at)
         return response
 
     def _remember_xsrf(self, response: requests.Response, space: URLSpace) -> None:

@@ -6,7 +6,7 @@ import datetime
 import json
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Optional, Tuple, Union
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ._deadline import Deadline
@@ -36,7 +36,10 @@ class LabAPI:
     http
         Authenticated HTTP session.
     base_url
-        Base URL of the server, such as ``https://host/user/name/``.
+        Base URL of the server, such as ``https://host/user/name/``, or a
+        function returning it: behind a hub with per-user subdomains the
+        lab's host is learned by the login, which may come after this API
+        is made (a retry after a re-login must go to the learned host).
     extra_headers
         Returns headers to add to each API request; the hub client uses it
         for the lab's XSRF token and ``Sec-Fetch-Mode``.
@@ -49,15 +52,21 @@ class LabAPI:
     def __init__(
         self,
         http: HTTPSession,
-        base_url: str,
+        base_url: Union[str, Callable[[], str]],
         *,
         extra_headers: Callable[[], Dict[str, str]] = _no_headers,
         reauth: Optional[Callable[[], None]] = None,
     ) -> None:
         self.http = http
-        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self._base_url = base_url
         self._extra_headers = extra_headers
         self._reauth = reauth
+
+    @property
+    def base_url(self) -> str:
+        """Base URL of the server, ending in ``/``, as known now."""
+        base = self._base_url() if callable(self._base_url) else self._base_url
+        return base if base.endswith("/") else base + "/"
 
     def relogin(self) -> bool:
         """Log in to the lab again, if this API knows how; tell whether it did."""
@@ -205,8 +214,13 @@ class LabAPI:
     def _delete_by_path(self, path: str) -> None:
         # The server may have created the session even though its answer is
         # lost or unusable; our unique path finds it again. Best effort, and
-        # brief: it runs on the way out of a failure. Retries end within the
-        # client's HTTP timeout, as the failed request did.
+        # brief: it runs on the way out of a failure (a cancellation too).
+        with self.http.cancellation.cleanup():
+            self._find_and_delete(path)
+
+    def _find_and_delete(self, path: str) -> None:
+        # Retries end within the client's HTTP timeout, as the failed
+        # request did.
         retry_deadline = self.http.timeout
         try:
             response = self.http.request(

@@ -79,7 +79,12 @@ def make_request(
 
 
 def execute_request(
-    code: str, *, session: str, username: str, stop_on_error: bool = True
+    code: str,
+    *,
+    session: str,
+    username: str,
+    store_history: bool = False,
+    stop_on_error: bool = True,
 ) -> KernelMessage:
     """Build an ``execute_request`` that runs ``code`` without stdin.
 
@@ -89,7 +94,7 @@ def execute_request(
     content = {
         "code": code,
         "silent": False,
-        "store_history": False,
+        "store_history": store_history,
         "user_expressions": {},
         "allow_stdin": False,
         "stop_on_error": stop_on_error,

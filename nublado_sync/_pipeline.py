@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 from ._deadline import Deadline
-from ._execution import ExecutionCollector, OutputCallback
+from ._execution import ExecutionCollector, MessageCallback, OutputCallback
 from ._messages import KernelMessage
 from ._models import CodeContext, ExecutionResult
 
@@ -61,11 +61,18 @@ class QueuedCell:
     stop_on_error
         Whether an error in this cell makes the kernel abort the requests
         queued behind it.
+    store_history
+        Whether the kernel numbers the request in its history.
+    on_message
+        Called with each message answering the request (see
+        `JupyterLabSession.execute`).
     """
 
     code: str
     context: Optional[CodeContext] = None
     stop_on_error: bool = True
+    store_history: bool = False
+    on_message: Optional[MessageCallback] = None
 
 
 def _utcnow() -> datetime.datetime:
@@ -97,6 +104,8 @@ class PipelineCollector:
     on_result
         Called with each cell's index and result as it completes, in
         order; what it raises goes to the caller of `feed`.
+    on_start
+        Called with each cell's index as it starts (the first one at once).
     """
 
     def __init__(
@@ -107,16 +116,19 @@ class PipelineCollector:
         cell_timeout: Callable[[], Optional[datetime.timedelta]],
         on_output: Optional[OutputCallback] = None,
         on_result: Optional[ResultCallback] = None,
+        on_start: Optional[Callable[[int], None]] = None,
     ) -> None:
         if len(msg_ids) != len(cells) or not cells:
             raise ValueError("one message id per cell, and at least one cell")
         self.cells = list(cells)
         self.collectors = [
-            ExecutionCollector(msg_id, cell.code, on_output) for msg_id, cell in zip(msg_ids, cells)
+            ExecutionCollector(msg_id, cell.code, on_output, cell.on_message)
+            for msg_id, cell in zip(msg_ids, cells)
         ]
         self._index: Dict[str, int] = {msg_id: i for i, msg_id in enumerate(msg_ids)}
         self._cell_timeout = cell_timeout
         self._on_result = on_result
+        self._on_start = on_start
         self._deadlines: List[Optional[Deadline]] = [None] * len(cells)
         self._idle_at: Dict[int, float] = {}
         # Set by the session's reply loop after a reconnect.
@@ -223,6 +235,8 @@ class PipelineCollector:
                 self._on_result(finished, result)
 
     def _start(self, index: int) -> None:
+        if self._on_start is not None:
+            self._on_start(index)
         self._deadlines[index] = Deadline(self._cell_timeout())
         self.collectors[index].started_at = _utcnow()
 

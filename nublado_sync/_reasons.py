@@ -35,6 +35,12 @@ _SCRIPT = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
 # Jupyter Server's and JupyterHub's error pages put the status and its
 # explanation in <div class="error">; other servers at least in <title>.
 _ERROR_DIV = re.compile(r"""(?is)<div[^>]*class=["'][^"']*\berror\b[^"']*["'][^>]*>(.*?)</div>""")
+# JupyterHub's spawn form, answered again with 500 when the spawn failed at
+# once, puts its message in <p class="spawn-error-msg ...">; the page also
+# has a hidden error dialog (class "ajax-error") holding placeholder text.
+_SPAWN_ERROR = re.compile(
+    r"""(?is)<p[^>]*class=["'][^"']*\bspawn-error-msg\b[^"']*["'][^>]*>(.*?)</p>"""
+)
 _TITLE = re.compile(r"(?is)<title[^>]*>(.*?)</title>")
 _H1 = re.compile(r"(?is)<h1[^>]*>(.*?)</h1>")
 
@@ -80,7 +86,7 @@ def server_message(body: Optional[str], content_type: str = "") -> Optional[str]
                 if isinstance(value, str) and value.strip():
                     return one_line(value)
     if "html" in content_type or text[:200].lstrip().lower().startswith(("<!doctype", "<html")):
-        for pattern in (_ERROR_DIV, _TITLE, _H1):
+        for pattern in (_SPAWN_ERROR, _ERROR_DIV, _TITLE, _H1):
             match = pattern.search(text)
             if match:
                 found = one_line(_html_text(match.group(1)))
@@ -93,14 +99,17 @@ def server_message(body: Optional[str], content_type: str = "") -> Optional[str]
 def token_refused(status: int, message: Optional[str]) -> bool:
     """Tell whether an error answer means the server did not accept the token.
 
-    401 always does. A Jupyter server that does not recognise the token
-    treats the request as a browser's, and then refuses a POST for its
-    missing XSRF form field (``'_xsrf' argument missing from POST``, 403):
-    with a token that was accepted, no XSRF check is made.
+    401 always does; so does a 403 whose message is about the token (a
+    hub's login handler: ``Unknown token``). A Jupyter server that does not
+    recognise the token treats the request as a browser's, and then refuses
+    a POST for its missing XSRF form field (``'_xsrf' argument missing from
+    POST``, 403): with a token that was accepted, no XSRF check is made.
     """
     if status == 401:
         return True
-    return status == 403 and message is not None and "_xsrf" in message
+    if status != 403 or message is None:
+        return False
+    return "_xsrf" in message or "token" in message.lower()
 
 
 def status_explanation(status: int, message: Optional[str]) -> Optional[str]:

@@ -14,7 +14,11 @@ from typing import Optional
 
 from ._exceptions import NubladoUsageError
 
-__all__ = ["RETRY_STATUSES", "RetryPolicy"]
+__all__ = ["IDEMPOTENT", "RETRY_STATUSES", "RetryPolicy"]
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+"""Methods repeated as they are: they change nothing, or deleting twice is
+the same as deleting once."""
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 """Statuses that say "try again later": a gateway or ingress whose backend is
@@ -74,7 +78,7 @@ class RetryPolicy:
         RetryPolicy(deadline=datetime.timedelta(minutes=2))
     """
 
-    retries: int = 8
+    retries: int = 10
     backoff: datetime.timedelta = datetime.timedelta(seconds=0.5)
     max_backoff: datetime.timedelta = datetime.timedelta(seconds=8)
     jitter: float = 0.5

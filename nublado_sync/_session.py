@@ -22,7 +22,7 @@ from ._exceptions import (
     NubladoWebError,
     NubladoWebSocketError,
 )
-from ._execution import ExecutionCollector, OutputCallback
+from ._execution import ExecutionCollector, MessageCallback, OutputCallback
 from ._logging import Logger, debug_enabled, default_logger
 from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
@@ -260,6 +260,8 @@ class JupyterLabSession:
         timeout: Optional[datetime.timedelta] = None,
         on_output: Optional[OutputCallback] = None,
         raise_on_error: bool = True,
+        store_history: bool = False,
+        on_message: Optional[MessageCallback] = None,
     ) -> ExecutionResult:
         """Run code and return everything it produced.
 
@@ -278,6 +280,17 @@ class JupyterLabSession:
         raise_on_error
             With `False`, a failure reported by the kernel (status ``error``
             or ``aborted``) is returned in the result instead of raised.
+        store_history
+            With `True`, the kernel numbers the request in its history, as
+            a notebook's cells are numbered: the result's
+            ``execution_count`` and the ``In [n]`` of tracebacks count up.
+        on_message
+            Called in this thread with each kernel message answering the
+            request, as a dict in the Jupyter message shape (``channel``,
+            ``msg_type``, ``header``, ``parent_header``, ``metadata``,
+            ``content``), for callers that need more than the outputs
+            (``clear_output``, ``update_display_data``, timestamps). What
+            it raises ends the call, as for ``on_output``.
 
         Returns
         -------
@@ -322,7 +335,15 @@ class JupyterLabSession:
         self._claim()
         try:
             with self._socket.io_lock:
-                return self._execute(code, context, deadline, on_output, raise_on_error)
+                return self._execute(
+                    code,
+                    context,
+                    deadline,
+                    on_output,
+                    raise_on_error,
+                    store_history=store_history,
+                    on_message=on_message,
+                )
         finally:
             self._in_use.release()
 
@@ -462,6 +483,13 @@ class JupyterLabSession:
         self._close("closed by the caller")
 
     # Internals
+
+    def _abort(self, error: NubladoError) -> None:
+        # From another thread (a cancellation): the call in flight, if any,
+        # raises ``error``; the caller's clean-up closes the session. Marked
+        # aborted too, so that no reconnect follows the cut.
+        self._aborted = True
+        self._socket.abort(error)
 
     def _wrap(self, ws: websocket.WebSocket) -> KernelSocket:
         return KernelSocket(
@@ -631,10 +659,15 @@ class JupyterLabSession:
         deadline: Deadline,
         on_output: Optional[OutputCallback],
         raise_on_error: bool,
+        *,
+        store_history: bool = False,
+        on_message: Optional[MessageCallback] = None,
     ) -> ExecutionResult:
         started_at = datetime.datetime.now(tz=datetime.timezone.utc)
-        request = execute_request(code, session=self._client_id, username=self.username)
-        collector = ExecutionCollector(request.header["msg_id"], code, on_output)
+        request = execute_request(
+            code, session=self._client_id, username=self.username, store_history=store_history
+        )
+        collector = ExecutionCollector(request.header["msg_id"], code, on_output, on_message)
         try:
             self._socket.drain()
             if self._socket.dropped:
@@ -700,6 +733,7 @@ class JupyterLabSession:
         cell_timeout: Callable[[], Optional[datetime.timedelta]],
         on_output: Optional[OutputCallback] = None,
         on_result: Optional[ResultCallback] = None,
+        on_start: Optional[Callable[[int], None]] = None,
     ) -> None:
         """Send every cell at once, then wait until the kernel answered them all.
 
@@ -728,7 +762,7 @@ class JupyterLabSession:
         self._claim()
         try:
             with self._socket.io_lock:
-                self._run_queued(cells, cell_timeout, on_output, on_result)
+                self._run_queued(cells, cell_timeout, on_output, on_result, on_start)
         finally:
             self._in_use.release()
 
@@ -738,6 +772,7 @@ class JupyterLabSession:
         cell_timeout: Callable[[], Optional[datetime.timedelta]],
         on_output: Optional[OutputCallback],
         on_result: Optional[ResultCallback],
+        on_start: Optional[Callable[[int], None]],
     ) -> None:
         requests = [
             execute_request(
@@ -745,6 +780,7 @@ class JupyterLabSession:
                 session=self._client_id,
                 username=self.username,
                 stop_on_error=cell.stop_on_error,
+                store_history=cell.store_history,
             )
             for cell in cells
         ]
@@ -754,6 +790,7 @@ class JupyterLabSession:
             cell_timeout=cell_timeout,
             on_output=on_output,
             on_result=on_result,
+            on_start=on_start,
         )
         deadline = CellDeadline(pipeline)
         try:

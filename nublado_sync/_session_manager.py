@@ -157,6 +157,8 @@ class JupyterLabSessionManager:
         if self._session_id is not None:
             raise NubladoUsageError("This session manager is already open", self.username)
         deadline = Deadline(self._open_timeout)
+        cancellation = self._api.http.cancellation
+        cancellation.register(self)
         try:
             # A Ctrl-C that lost the answer would leave the new session and
             # its kernel on the server: it is held until the ids are known.
@@ -183,6 +185,9 @@ class JupyterLabSessionManager:
                 _opener=self._reopen,
                 **self._session_options,
             )
+            # A cancellation that came while the socket opened found no
+            # session to abort; from here on it finds this one.
+            cancellation.check()
             remaining = deadline.remaining()
             if not remaining:
                 raise NubladoTimeoutError(
@@ -318,16 +323,30 @@ class JupyterLabSessionManager:
             f"Cannot open WebSocket: {type(e).__name__}: {text}", self.username
         )
 
+    def cancel_in_flight(self, error: NubladoError) -> None:
+        """Make the session's call in flight raise ``error`` (a cancellation).
+
+        Called from another thread by the client's cancellation; the
+        session is then closed and deleted on the way out, as usual.
+        """
+        session = self._session
+        if session is not None:
+            session._abort(error)
+
     def _cleanup(self) -> None:
         self._client_id = uuid.uuid4().hex
         session, self._session = self._session, None
         session_id, self._session_id = self._session_id, None
         kernel_id, self._kernel_id = self._kernel_id, None
+        cancellation = self._api.http.cancellation
         if session is not None:
             session.close()
         try:
-            self._delete(session_id, kernel_id)
+            # Deleting goes through even when the client was cancelled.
+            with cancellation.cleanup():
+                self._delete(session_id, kernel_id)
         finally:
+            cancellation.unregister(self)
             if self._close_http:
                 self._api.http.close()
 

@@ -15,7 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
-from ._exceptions import NubladoProtocolError, NubladoWebSocketError
+from ._cancel import shutdown_socket
+from ._exceptions import NubladoError, NubladoProtocolError, NubladoWebSocketError
 from ._logging import Logger
 from ._messages import KernelMessage
 from ._reconnect import DROP_CLOSE_CODES
@@ -284,6 +285,7 @@ class KernelSocket:
         # opposed to a frame the client refused.
         self.dropped = False
         self._stop = threading.Event()
+        self._aborted: Optional[NubladoError] = None
         self._keepalive: Optional[threading.Thread] = None
         if keepalive_interval is not None and keepalive_interval > 0:
             self._keepalive = threading.Thread(
@@ -300,7 +302,20 @@ class KernelSocket:
         return bool(self._ws.connected) and not self._stop.is_set()
 
     def _error(self, message: str, *, code: Optional[int] = None) -> NubladoWebSocketError:
+        if self._aborted is not None:
+            # The failure is the abort's doing: report that instead.
+            raise self._aborted
         return NubladoWebSocketError(message, self._user, code=code)
+
+    def abort(self, error: NubladoError) -> None:
+        """End a read or write in flight from another thread, with ``error``.
+
+        The socket is shut down under the blocked call, which then raises
+        ``error``; so does every later read or write. Closing is left to
+        the owner.
+        """
+        self._aborted = error
+        self.cut()
 
     def _dropped(self, message: str, *, code: Optional[int] = None) -> NubladoWebSocketError:
         self.dropped = True
@@ -485,10 +500,10 @@ class KernelSocket:
         thread using the connection still calls `close` to release it.
         """
         self._stop.set()
+        # Below TLS: SSLSocket.shutdown also drops the TLS state, which the
+        # blocked reader may still be using (see _cancel.shutdown_socket).
         sock = self._ws.sock
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        shutdown_socket(getattr(sock, "_sock", sock))
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop the keepalive and close the connection.

@@ -23,7 +23,7 @@ from urllib3.util.timeout import Timeout
 
 from ._reasons import transport_failure
 from ._redact import redact_url
-from ._retry import RETRY_STATUSES, RetryPolicy
+from ._retry import IDEMPOTENT, RETRY_STATUSES, RetryPolicy
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DeadlineTimeout", "PolicyRetry", "request_deadline"]
 
-# Methods repeated as they are: they change nothing, or deleting twice is
-# the same as deleting once.
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
 
 _local = threading.local()
 
@@ -121,7 +118,7 @@ class PolicyRetry(Retry):
             other=0,
             redirect=False,
             status_forcelist=RETRY_STATUSES,
-            allowed_methods=_IDEMPOTENT,
+            allowed_methods=IDEMPOTENT,
             # The last answer is handed back, and reported as the status
             # error it is.
             raise_on_status=False,

@@ -77,7 +77,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,11 @@ class TestHub:
     state_dir: Path = field(default=Path(), repr=False)
     _log: OutputReader | None = field(default=None, repr=False)
     _http: requests.Session = field(default_factory=cookieless_session, repr=False)
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _launch: Callable[[], tuple[subprocess.Popen[bytes], OutputReader]] | None = field(
+        default=None, repr=False
+    )
+    _readers: list[OutputReader] = field(default_factory=list, repr=False)
 
     @property
     def users(self) -> list[str]:
@@ -403,6 +408,38 @@ class TestHub:
             wait_gone(survivors, 5, send=signal.SIGKILL)
         return time.monotonic() - started
 
+    def stop_hub(self) -> None:
+        """Stop the hub process as a deployment's restart does (SIGTERM).
+
+        The hub stops what it started: its proxy (the public port then
+        refuses connections) and, with ``cleanup_servers`` (the test bed's
+        setting, JupyterHub's default), every lab, a spawn in progress
+        included. The database and the cookie secret stay, so `start_hub`
+        brings back the same hub, and logins from before still work.
+        """
+        if self._process is not None:
+            stop_group(self._process, STOP_TIMEOUT)
+
+    def start_hub(self) -> float:
+        """Start the hub again after `stop_hub`, on the same ports and state.
+
+        Returns
+        -------
+        float
+            Seconds it took to be running.
+
+        Raises
+        ------
+        RuntimeError
+            If it does not report running within 90 s.
+        """
+        assert self._launch is not None
+        started = time.monotonic()
+        self._process, self._log = self._launch()
+        self._readers.append(self._log)
+        self.pid = self._process.pid
+        return time.monotonic() - started
+
     def processes(self, user: str | None = None) -> list[psutil.Process]:
         """Return the live processes of this hub, or of one user's lab.
 
@@ -618,8 +655,8 @@ def running_hub(
     chp = find_chp()
     marker = secrets.token_hex(8)
     tmp = Path(tempfile.mkdtemp(prefix="jupyterhub-testbed-"))
-    process: subprocess.Popen[bytes] | None = None
-    reader: OutputReader | None = None
+    processes: list[subprocess.Popen[bytes]] = []
+    readers: list[OutputReader] = []
     hub: TestHub | None = None
     try:
         for name in ("config", "data", "runtime", "ipython", "path"):
@@ -661,26 +698,34 @@ def running_hub(
                 settings=str(tmp / "settings.json"),
             )
         )
-        started = time.monotonic()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(tmp / "jupyterhub_config.py")],
-            cwd=tmp,
-            env=_hub_environment(tmp, marker, secrets.token_hex(24)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            # Its own session: one killpg reaches the hub and its helpers.
-            start_new_session=True,
-        )
-        assert process.stdout is not None
-        reader = OutputReader(process.stdout, _READY_RE, "jupyterhub-log")
-        reader.ready.wait(START_TIMEOUT)
-        if not reader.running:
-            why = "exited" if reader.finished.is_set() else "did not start"
-            raise RuntimeError(
-                f"JupyterHub {why} within {START_TIMEOUT:.0f} s (exit status"
-                f" {process.poll()}); its output:\n{reader.text()}"
+        proxy_token = secrets.token_hex(24)
+
+        def launch() -> tuple[subprocess.Popen[bytes], OutputReader]:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "jupyterhub", "-f", str(tmp / "jupyterhub_config.py")],
+                cwd=tmp,
+                env=_hub_environment(tmp, marker, proxy_token),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # Its own session: one killpg reaches the hub and its helpers.
+                start_new_session=True,
             )
+            processes.append(process)
+            assert process.stdout is not None
+            reader = OutputReader(process.stdout, _READY_RE, "jupyterhub-log")
+            readers.append(reader)
+            reader.ready.wait(START_TIMEOUT)
+            if not reader.running:
+                why = "exited" if reader.finished.is_set() else "did not start"
+                raise RuntimeError(
+                    f"JupyterHub {why} within {START_TIMEOUT:.0f} s (exit status"
+                    f" {process.poll()}); its output:\n{reader.text()}"
+                )
+            return process, reader
+
+        started = time.monotonic()
+        process, reader = launch()
         hub = TestHub(
             url=(subdomain_host or f"http://127.0.0.1:{public_port}") + "/",
             tokens=tokens,
@@ -693,19 +738,24 @@ def running_hub(
             start_seconds=time.monotonic() - started,
             state_dir=tmp,
             _log=reader,
+            _process=process,
+            _launch=launch,
         )
         yield hub
     finally:
         if hub is not None:
             hub._http.close()
-        if process is not None:
+        # Every hub process this block started (a restart starts another).
+        # Newest first: stopping one also ends what is left of the others.
+        for process, reader in reversed(list(zip(processes, readers))):
             _stop(process, marker)
-            if reader is not None:
-                # The reader sees end of file once every process holding the
-                # pipe has exited; only then may the pipe be closed.
-                reader.join(5)
-            if process.stdout is not None and (reader is None or reader.finished.is_set()):
+            # The reader sees end of file once every process holding the
+            # pipe has exited; only then may the pipe be closed.
+            reader.join(5)
+            if process.stdout is not None and reader.finished.is_set():
                 process.stdout.close()
+        for process in processes[len(readers) :]:
+            _stop(process, marker)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -41,12 +41,18 @@ def parse_notebook(content: Union[str, bytes, Mapping[str, Any]]) -> Dict[str, A
             raise NubladoUsageError(f"Notebook is not JSON: {e}") from None
     else:
         notebook = copy.deepcopy(dict(content))
-    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
-        raise NubladoUsageError("Notebook has no list of cells")
-    if notebook.get("nbformat") != 4:
+    if not isinstance(notebook, dict):
+        raise NubladoUsageError("Notebook is not a JSON object")
+    version = notebook.get("nbformat")
+    if version != 4:
+        # Older notebooks keep their cells elsewhere ("worksheets"): say
+        # what to do rather than that the cells are missing.
         raise NubladoUsageError(
-            f"Only nbformat 4 notebooks are supported, not {notebook.get('nbformat')!r}"
+            f"Notebook is nbformat {version!r}; only nbformat 4 notebooks are supported"
+            " (JupyterLab, or jupyter nbconvert --to notebook, converts it)"
         )
+    if not isinstance(notebook.get("cells"), list):
+        raise NubladoUsageError("Notebook has no list of cells")
     for cell in notebook["cells"]:
         if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
             raise NubladoUsageError("Notebook has a malformed cell")

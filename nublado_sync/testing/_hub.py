@@ -149,6 +149,8 @@ class HubRoutes:
             return Response.error(403, "'_xsrf' argument missing or incorrect")
         record = d.user(user)
         if MockJupyterAction.SPAWN in record.fail:
+            with d.lock:
+                record.failed_spawn = "Spawn failed: the spawner failed (fail_on SPAWN)"
             return Response.error(500, "Spawn failed (fail_on SPAWN)")
         form: Dict[str, str] = {}
         for key, value in parse_qsl(request.body.decode(errors="replace"), keep_blank_values=True):
@@ -165,6 +167,7 @@ class HubRoutes:
                 )
             record.state = MockJupyterState.SPAWN_PENDING
             record.spawn_form = form
+            record.failed_spawn = None
             # The clock starts when someone watches the progress (as in the
             # async client's kit): until then the spawn stays pending.
             record.spawn_ready_at = None
@@ -245,6 +248,7 @@ class HubRoutes:
             d.advance(record, spawn=False)
             state = record.state
             stopping = record.delete_at is not None
+            failed_spawn = record.failed_spawn
             if state is MockJupyterState.SPAWN_PENDING and record.spawn_ready_at is None:
                 # The first look at the progress starts the spawn delay.
                 record.spawn_ready_at = time.monotonic() + (d.spawn_delay or 0.0)
@@ -254,6 +258,10 @@ class HubRoutes:
             stream = self._progress_events(record)
         elif stopping:
             return Response.error(400, f"{url_user}'s server is stopping")
+        elif failed_spawn is not None:
+            # JupyterHub reports a spawn that failed at the form as failed.
+            failure = {"progress": 100, "failed": True, "message": failed_spawn}
+            stream = iter([b"\n\n", _event(failure)])
         else:
             return d.order.refuse(
                 Response.error(404, f"{url_user} has no such server"),

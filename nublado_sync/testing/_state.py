@@ -147,6 +147,9 @@ class UserRecord:
     sessions: Dict[str, OpenSession] = field(default_factory=dict)
     execution_parameters: Optional[MockJupyterExecutionParameters] = None
     fail: Set[MockJupyterAction] = field(default_factory=set)
+    # Why the last spawn failed at the form (fail_on SPAWN): as JupyterHub
+    # does, the progress stream then reports it, until the next spawn.
+    failed_spawn: Optional[str] = None
 
 
 def seconds(delay: Delay, name: str) -> Optional[float]:

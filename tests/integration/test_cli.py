@@ -149,7 +149,7 @@ def test_failing_notebook_saved_up_to_the_failure(
         env=server_env(stock_server),
     )
     assert result.returncode == 1
-    assert "cell compute of notebook bad.ipynb failed" in result.stderr
+    assert "cell 1 (In [1], id 'compute') of notebook bad.ipynb failed" in result.stderr
     node = nbformat.reads(out.read_text(), as_version=4)
     assert node.cells[1].outputs[0].text == "partial\n"
 

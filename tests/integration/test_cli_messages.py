@@ -250,3 +250,14 @@ def test_rate_limit_warning_carries_the_whole_notice(rate_limited_server: Jupyte
     assert notice.group(1).endswith("(secs)")
     assert "…" not in notice.group(1)
     assert rate_limited_server.sessions() == []
+
+
+def test_wrong_token_on_the_hub(hub: TestHub) -> None:
+    env = {"NUBLADO_HUB_URL": hub.url, "NUBLADO_USER": "alice"}
+    env["NUBLADO_TOKEN"] = "wrong-token-" + "0" * 20
+    result = nublado_sync("status", env=env)
+    assert result.returncode == 5
+    lines = result.stderr.splitlines()
+    assert "the token was refused" in lines[0], result.stderr
+    assert lines[-1].startswith("Check the token (--token-file")
+    assert len(lines) <= 4

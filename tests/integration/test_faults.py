@@ -266,7 +266,8 @@ def test_connection_refused() -> None:
     url = f"http://127.0.0.1:{closed_port()}/"
     outcome = bounded("connect-refused", lambda: lab(url).__enter__(), DEADLINE, lambda: None)
     assert isinstance(outcome.error, NubladoWebError)
-    assert str(outcome.error).startswith("ConnectionError: ")
+    assert str(outcome.error).startswith("Cannot connect to 127.0.0.1:")
+    assert "connection refused" in str(outcome.error)
 
 
 @pytest.mark.usefixtures("no_new_threads")
@@ -275,7 +276,7 @@ def test_connect_never_completes() -> None:
         url = f"http://127.0.0.1:{port}/"
         outcome = bounded("connect-hang", lambda: lab(url).__enter__(), DEADLINE, lambda: None)
     assert isinstance(outcome.error, NubladoWebError)
-    assert "ConnectTimeout" in str(outcome.error)
+    assert "no answer to the connection attempt in time" in str(outcome.error)
     assert outcome.elapsed >= DEADLINE * 0.9
 
 
@@ -500,7 +501,7 @@ def test_delete_hangs(rogue: RogueKernelServer) -> None:
         "delete-hang", lambda: manager.__exit__(None, None, None), 2 * DEADLINE, rogue.close
     )
     assert isinstance(outcome.error, NubladoWebError)
-    assert "ReadTimeout" in str(outcome.error)
+    assert str(outcome.error).startswith("Read timeout")
     assert_clean(outcome.error)
 
 

@@ -88,7 +88,7 @@ def test_client_side_stops_at_failing_cell(server: JupyterServer) -> None:
     assert exc.context.notebook == "failing.ipynb"
     assert exc.context.cell == "two"
     assert exc.context.cell_number == "2"
-    assert str(exc).startswith("tester: cell two of notebook failing.ipynb failed")
+    assert str(exc).startswith("tester: cell 2 (In [2], id 'two') of notebook failing.ipynb failed")
     assert "ValueError: middle cell" in str(exc)
     assert exc.notebook is not None
     node = nbformat.reads(exc.notebook, as_version=4)
@@ -149,3 +149,28 @@ def test_extension_reports_cell_failure(rubin_lab_server: JupyterServer) -> None
     assert node.cells[1].outputs  # ran before the failure
     # nbconvert's kernel is gone with the request.
     assert rubin_lab_server.api("GET", "user/alice/api/kernels").json() == []
+
+
+def test_extension_with_parameters(rubin_lab_server: JupyterServer) -> None:
+    parameterised = notebook(
+        {
+            "cell_type": "code",
+            "id": "defaults",
+            "metadata": {"tags": ["parameters"]},
+            "execution_count": None,
+            "outputs": [],
+            "source": "band = 'r'",
+        },
+        code("use", "print(band)"),
+    )
+    with rubin_client(rubin_lab_server) as client:
+        result = client.run_notebook(
+            json.dumps(parameterised), kernel_name="lsst", parameters={"band": "z"}
+        )
+        with pytest.raises(NubladoUsageError, match="valid Python variable name"):
+            client.run_notebook(json.dumps(parameterised), parameters={"1x": 1})
+    assert result.error is None
+    node = nbformat.reads(result.notebook, as_version=4)
+    assert node.cells[2].metadata.tags == ["injected-parameters"]
+    assert node.cells[3].outputs[0]["text"] == "z\n"
+    assert node.metadata.papermill.parameters == {"band": "z"}

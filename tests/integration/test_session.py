@@ -95,7 +95,7 @@ def test_error_with_traceback(server: JupyterServer) -> None:
         assert exc.error is not None
         assert "ZeroDivisionError" in exc.error
         assert "\x1b[" not in str(exc)
-        assert str(exc).startswith("tester: cell c-1 of notebook nb.ipynb failed")
+        assert str(exc).startswith("tester: cell 3 (id 'c-1') of notebook nb.ipynb failed")
         assert exc.result is not None
         assert exc.result.stdout == "before\n"
         # The session is fine afterwards.

@@ -260,6 +260,19 @@ PORTING_OUT = (
 )
 
 CASES: Dict[str, List[Case]] = {
+    "error_reports.py": [
+        Case(
+            "lab",
+            stdout=(
+                "Error while running `checks.ipynb` cell `a1b2`\n",
+                '"blocks": [',
+                "*Exception type*\\nNubladoExecutionError",
+                "*Code executed*\\n```\\n1 / 0\\n```",
+                "{'image': 'w_2026_48', 'notebook': 'checks.ipynb', 'cell': 'a1b2'}",
+            ),
+            check=_no_sessions_left,
+        )
+    ],
     "check.py": [
         Case(
             "cli",
@@ -336,9 +349,7 @@ CASES: Dict[str, List[Case]] = {
             "lab",
             name="failing",
             exit_code=1,
-            stderr=(
-                "NubladoExecutionError: jupyter: cell fails of notebook analysis.ipynb failed",
-            ),
+            stderr=("NubladoExecutionError: jupyter: cell 3 (In [3], id 'fails') of notebook",),
             setup=_write("analysis.ipynb", FAILING_NOTEBOOK),
             check=_partial_notebook,
         ),
@@ -361,7 +372,8 @@ CASES: Dict[str, List[Case]] = {
             stdout=(
                 "fails 3\n",
                 "ZeroDivisionError\n",
-                "alice: cell fails of notebook analysis.ipynb failed\nCode: x / 0\nError: ",
+                "alice: cell 3 (In [3], id 'fails') of notebook analysis.ipynb failed\n"
+                "Code: x / 0\n",
             ),
             setup=_write("analysis.ipynb", FAILING_NOTEBOOK),
             check=_partial_notebook,

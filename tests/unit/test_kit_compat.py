@@ -509,7 +509,11 @@ def test_execution_failure(
         session.run_python("1 / 0", context=context)
 
     exc = exc_info.value
-    assert f"{username}: cell some-uuid of notebook notebook.ipynb failed" in str(exc)
+    # DIFFERENCE (issue 12, item 6): a cell is named as a person finds it in
+    # JupyterLab, by its 1-based position among the code cells
+    # (cell_number), its In [n] when known, then its id; upstream names it
+    # by the id alone ("cell some-uuid of notebook ...").
+    assert f"{username}: cell 14 (id 'some-uuid') of notebook notebook.ipynb failed" in str(exc)
     assert "Code: 1 / 0" in str(exc)
     assert "Error:" in str(exc)
     assert "ZeroDivisionError" in str(exc)

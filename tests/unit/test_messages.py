@@ -70,6 +70,7 @@ def test_one_line_squeezes_and_cuts_at_words() -> None:
         (401, None, "the token was refused"),
         (403, "'_xsrf' argument missing from POST", "the token was refused"),
         (403, "Forbidden", "access refused"),
+        (403, "403 : Forbidden Unknown token", "the token was refused"),
         (503, None, "unavailable"),
         (404, None, None),
     ],

@@ -67,7 +67,7 @@ def client(
 
 def test_policy_defaults_and_pauses() -> None:
     policy = RetryPolicy()
-    assert policy.retries == 8
+    assert policy.retries == 10
     assert policy.deadline is None
     for retry in range(1, 12):
         base = min(0.5 * 2 ** (retry - 1), 8.0)
@@ -460,3 +460,22 @@ def test_progress_reopening_ends_by_the_deadline(rogue: RogueServer) -> None:
         c.wait_for_spawn(seconds(3))
     assert time.monotonic() - start < 3 + MARGIN
     assert len(rogue.paths()) > 1
+
+
+def test_proxy_without_routes_is_waited_out(rogue: RogueServer) -> None:
+    # configurable-http-proxy just after a restart, before the hub gave it
+    # its routes back: a bare "Not Found", no Content-Type.
+    rogue.flaky("/hub/home", [Reply(404, body=b"Not Found")] * 2, lambda _: OK)
+    with client(rogue) as c:
+        c.auth_to_hub()
+    assert rogue.paths() == ["/hub/home"] * 3
+
+
+def test_a_real_404_is_not_retried(rogue: RogueServer) -> None:
+    rogue.flaky(
+        "/hub/home", [Reply(404, {"Content-Type": "text/html"}, b"Not Found")], lambda _: OK
+    )
+    with client(rogue) as c, pytest.raises(NubladoWebError) as info:
+        c.auth_to_hub()
+    assert info.value.status == 404
+    assert rogue.paths() == ["/hub/home"]

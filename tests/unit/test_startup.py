@@ -18,7 +18,15 @@ import pytest
 import nublado_sync
 from nublado_sync._logging import DeferredLogger, debug_enabled, default_logger
 
-HEAVY = ["requests", "structlog", "websocket", "asyncio", "nublado_sync._session"]
+HEAVY = [
+    "requests",
+    "structlog",
+    "websocket",
+    "asyncio",
+    "nublado_sync._session",
+    "papermill",
+    "nbformat",
+]
 
 
 def _modules_after(code: str) -> List[str]:
