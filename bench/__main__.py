@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import _envs, _report, _servers
+from . import _delay_proxy, _envs, _report, _servers
 
 DRIVERS = _envs.BENCH / "drivers"
 RESULTS = _envs.BENCH / "results"
@@ -32,12 +33,14 @@ DRIVER_TIMEOUT = 900.0
 
 FULL: Dict[str, Any] = {
     "latency": {"warmup": 30, "runs": 300, "cpu_block": 30},
-    "output": {"size": 50_000_000, "processes": 3},
-    "prints": {"count": 200_000, "processes": 3},
+    "output": {"size": 50_000_000, "processes": 8},
+    "prints": {"count": 200_000, "processes": 5},
     "session": {"reps": 3},
     "concurrent": {"threads": 8, "warmup": 5, "runs": 30},
     "import": {"reps": 8},
     "oneshot": {"reps": 3, "cold_reps": 15},
+    "scale": {"sessions": [1, 8, 32, 64], "runs": 50, "warmup": 2, "idle_s": 5.0, "rounds": 2},
+    "notebook": {"cells": 50, "rtt_ms": [0, 20, 50, 100], "reps": 3},
 }
 QUICK: Dict[str, Any] = {
     "latency": {"warmup": 3, "runs": 20, "cpu_block": 10},
@@ -47,12 +50,28 @@ QUICK: Dict[str, Any] = {
     "concurrent": {"threads": 2, "warmup": 1, "runs": 5},
     "import": {"reps": 2},
     "oneshot": {"reps": 1, "cold_reps": 1},
+    "scale": {"sessions": [2], "runs": 3, "warmup": 1, "idle_s": 0.2, "rounds": 1},
+    # The smoke run measures the package as it comes only.
+    "scale_reference_only": True,
+    "notebook": {"cells": 5, "rtt_ms": [20], "reps": 1},
     # Two of the four targets still start both labs and a proxy.
     "latency_targets": ["default-direct", "nodelay-proxy"],
     # jupyter-kernel-client takes 10 s to close a session: latency only.
     "latency_only": ["jkc"],
 }
-SCENARIOS = ("latency", "output", "prints", "session", "concurrent", "import", "oneshot")
+SCENARIOS = (
+    "latency",
+    "output",
+    "prints",
+    "session",
+    "concurrent",
+    "scale",
+    "notebook",
+    "import",
+    "oneshot",
+)
+# The clients the scale scenario compares: threads against tasks.
+SCALE_CLIENTS = ("ns_pong", "ns_nopong", "nsbase_pong", "nsbase_nopong", "rnc")
 
 
 def log(message: str) -> None:
@@ -69,6 +88,8 @@ class Client:
     import_code: str
     extra: Dict[str, Any] = field(default_factory=dict)
     info: Dict[str, Any] = field(default_factory=dict)
+    # Prepended to the driver's PYTHONPATH (the baseline's package).
+    pythonpath: Optional[str] = None
 
 
 def _native_pong_default() -> Optional[bool]:
@@ -82,7 +103,10 @@ def _native_pong_default() -> Optional[bool]:
 
 
 def make_clients(
-    wanted: List[str], failures: List[Dict[str, Any]], pong_impl: str
+    wanted: List[str],
+    failures: List[Dict[str, Any]],
+    pong_impl: str,
+    baseline: Optional[str] = None,
 ) -> Dict[str, Client]:
     main_python = sys.executable
     clients: Dict[str, Client] = {}
@@ -104,6 +128,20 @@ def make_clients(
             "import nublado_sync",
             {"pong": False, "pong_impl": pong_impl},
         )
+    if "ns" in wanted and baseline:
+        # The same scenarios on another checkout's package, for before and
+        # after figures from one run.
+        for key in ("ns_pong", "ns_nopong"):
+            ours = clients[key]
+            clients[key.replace("ns_", "nsbase_")] = Client(
+                key.replace("ns_", "nsbase_"),
+                ours.label.replace("nublado_sync", "nublado_sync baseline"),
+                ours.python,
+                ours.driver,
+                ours.import_code,
+                dict(ours.extra),
+                pythonpath=baseline,
+            )
     optional: List[tuple[str, _envs.EnvSpec, str, str, str]] = [
         (
             "rnc",
@@ -141,6 +179,13 @@ def make_clients(
     return clients
 
 
+def _driver_env(client: Client) -> Optional[Dict[str, str]]:
+    if client.pythonpath is None:
+        return None
+    old = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [client.pythonpath, old])))
+
+
 def run_driver(
     client: Client, scenario: str, target: _servers.Target, params: Dict[str, Any]
 ) -> Dict[str, Any]:
@@ -169,6 +214,7 @@ def run_driver(
             timeout=DRIVER_TIMEOUT,
             cwd=DRIVERS,
             check=False,
+            env=_driver_env(client),
         )
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"driver timed out after {DRIVER_TIMEOUT:.0f} s") from None
@@ -217,7 +263,8 @@ class Runner:
             result = run_driver(client, scenario, target, params)
             result["loadavg_1m_before"] = load
         except Exception as e:
-            log(f"  FAILED: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            lines = [line for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+            log(f"  FAILED: {lines[0]}" + (f" ... {lines[-1].strip()}" if len(lines) > 1 else ""))
             self.failures.append(
                 {"client": client.key, "scenario": name, "target": target_key, "error": str(e)}
             )
@@ -351,6 +398,91 @@ def cold_start_commands(
     return commands
 
 
+def run_scale(runner: Runner, params: Dict[str, Any], clients: List[Client]) -> None:
+    """Each session count, each client, ``rounds`` times, the order rotating.
+
+    Results go under ``scale-<sessions>``; the drivers read the lab's CPU
+    time (and its kernels') from ``/proc`` by the server's process id.
+    """
+    target = runner.targets["default-direct"]
+    settings = {k: v for k, v in params.items() if k not in ("sessions", "rounds")}
+    settings["server_pid"] = target.server.pid
+    for count in params["sessions"]:
+        for round_ in range(params["rounds"]):
+            shift = round_ % max(len(clients), 1)
+            for client in clients[shift:] + clients[:shift]:
+                runner.job(
+                    client,
+                    "scale",
+                    target.key,
+                    {**settings, "sessions": count},
+                    store=f"scale-{count}",
+                )
+
+
+def make_notebook_clients(
+    clients: Dict[str, Client], args: argparse.Namespace
+) -> Dict[str, Client]:
+    """The notebook scenario's clients: nublado_sync's runner and cell by cell, the rest."""
+    found: Dict[str, Client] = {}
+    ref = clients.get(args.reference)
+    if ref is not None:
+        for key, label, mode in (
+            ("ns_runner", "nublado_sync, notebook runner", "runner"),
+            ("ns_cells", "nublado_sync, cell by cell", "cells"),
+        ):
+            found[key] = Client(
+                key,
+                label,
+                ref.python,
+                ref.driver,
+                ref.import_code,
+                {**ref.extra, "notebook_mode": mode},
+            )
+    if "rnc" in clients:
+        found["rnc"] = clients["rnc"]
+    if "nbclient" in args.clients:
+        found["nbclient"] = Client(
+            "nbclient",
+            "nbclient over ZMQ, cell by cell",
+            sys.executable,
+            "nbclient_driver.py",
+            "import nbclient",
+        )
+    return found
+
+
+def run_notebooks(runner: Runner, params: Dict[str, Any], clients: List[Client]) -> None:
+    """A notebook of small cells over links of each round trip, each client.
+
+    The link is ``bench/_delay_proxy.py`` in front of the default lab (for
+    the ZMQ client, in front of each of its kernel's ports). Results go
+    under ``notebook``, one target per round trip (``link-<ms>``).
+    """
+    lab = runner.targets["default-direct"]
+    port = int(lab.url.rstrip("/").rsplit(":", 1)[1])
+    settings = {k: v for k, v in params.items() if k != "rtt_ms"}
+    for index, rtt in enumerate(params["rtt_ms"]):
+        one_way = rtt / 2000
+        with _delay_proxy.delay_proxy_process(one_way, [("127.0.0.1", port)]) as ports:
+            key = f"link-{rtt}"
+            runner.targets[key] = _servers.Target(
+                key,
+                lab.lab,
+                f"{rtt} ms link",
+                f"http://127.0.0.1:{ports[0]}/",
+                lab.token,
+                lab.runtime_dir,
+                lab.server,
+            )
+            try:
+                shift = index % max(len(clients), 1)
+                for client in clients[shift:] + clients[:shift]:
+                    runner.job(client, "notebook", key, {**settings, "one_way_s": one_way})
+            finally:
+                del runner.targets[key]
+
+
 def run_all(
     args: argparse.Namespace, params: Dict[str, Any], clients: Dict[str, Client]
 ) -> Dict[str, Any]:
@@ -372,14 +504,17 @@ def run_all(
         # Both nublado_sync variants where the pong matters (many small
         # messages); the reference one elsewhere.
         ws_clients = [c for k, c in others.items() if k != "zmq"]
-        main_clients = [c for c in others.values() if c.key in (args.reference, "rnc", "jkc")]
+        main_keys = (args.reference, args.reference.replace("ns_", "nsbase_"), "rnc", "jkc")
+        main_clients = [c for c in others.values() if c.key in main_keys]
         if "zmq" in others:
             main_clients.append(others["zmq"])
         for name, key in (("output", "size"), ("prints", "count")):
             if name not in scenarios:
                 continue
-            for client in main_clients:
-                for _ in range(params[name]["processes"]):
+            # The clients take turns, so that load on the machine falls on
+            # all of them alike.
+            for _ in range(params[name]["processes"]):
+                for client in main_clients:
                     runner.job(
                         client,
                         "output",
@@ -393,6 +528,13 @@ def run_all(
         if "concurrent" in scenarios:
             for client in [*ws_clients, *([others["zmq"]] if "zmq" in others else [])]:
                 runner.job(client, "concurrent", "default-direct", params["concurrent"])
+        if "scale" in scenarios:
+            keys = (args.reference,) if params.get("scale_reference_only") else SCALE_CLIENTS
+            run_scale(runner, params["scale"], [c for c in ws_clients if c.key in keys])
+        notebook_clients: Dict[str, Client] = {}
+        if "notebook" in scenarios:
+            notebook_clients = make_notebook_clients(clients, args)
+            run_notebooks(runner, params["notebook"], list(notebook_clients.values()))
         if "oneshot" in scenarios:
             for client in main_clients:
                 for _ in range(params["oneshot"]["reps"]):
@@ -435,6 +577,7 @@ def run_all(
         nodelay = _servers.nodelay_seen(targets["nodelay-direct"].server)
         return {
             "raw": runner.raw,
+            "notebook_clients": notebook_clients,
             "failures": runner.failures,
             "targets": {k: {"lab": t.lab, "via": t.via} for k, t in targets.items()},
             "nodelay_confirmed": nodelay,
@@ -503,8 +646,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--clients",
-        default="ns,rnc,jkc,zmq",
-        help="comma-separated subset of ns,rnc,jkc,zmq (default: all)",
+        default="ns,rnc,jkc,zmq,nbclient",
+        help="comma-separated subset of ns,rnc,jkc,zmq,nbclient (default: all)",
     )
     parser.add_argument(
         "--scenarios",
@@ -521,6 +664,26 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         ),
     )
     parser.add_argument("--no-proxy", action="store_true", help="skip the proxy targets")
+    parser.add_argument(
+        "--scale-rounds", type=int, help="rounds of the scale scenario (default: 2)"
+    )
+    parser.add_argument(
+        "--output-samples",
+        type=int,
+        help="processes (samples) per client for the large output and many prints",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help=(
+            "also run nublado_sync from another checkout (its package imported from DIR),"
+            " for before and after figures in one run"
+        ),
+    )
+    parser.add_argument(
+        "--scale-sessions",
+        help="comma-separated session counts for the scale scenario (default: 1,8,32,64)",
+    )
     args = parser.parse_args(argv)
     args.clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -528,10 +691,14 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     complete = (
-        set(args.clients) == {"ns", "rnc", "jkc", "zmq"}
+        set(args.clients) == {"ns", "rnc", "jkc", "zmq", "nbclient"}
         and set(args.scenarios) == set(SCENARIOS)
         and not args.no_proxy
         and args.pong_impl == "auto"
+        and not args.scale_sessions
+        and not args.baseline
+        and not args.output_samples
+        and not args.scale_rounds
     )
     if args.docs is None:
         # The page shows a complete run only, unless asked.
@@ -559,7 +726,13 @@ def render(results: Dict[str, Any], log_fn: Callable[[str], None] = log) -> None
         raise
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    # Unwinds the servers' context managers, so no lab or kernel is left.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     if args.render_only:
         results = json.loads(args.out.read_text())
@@ -567,7 +740,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     started = time.monotonic()
     load_start = os.getloadavg()[0]
-    params = QUICK if args.quick else FULL
+    params = dict(QUICK if args.quick else FULL)
+    if args.scale_rounds:
+        params["scale"] = {**params["scale"], "rounds": args.scale_rounds}
+    if args.output_samples:
+        for name in ("output", "prints"):
+            params[name] = {**params[name], "processes": args.output_samples}
+    if args.scale_sessions:
+        counts = [int(n) for n in args.scale_sessions.split(",") if n.strip()]
+        params["scale"] = {**params["scale"], "sessions": counts}
     failures: List[Dict[str, Any]] = []
     native_default = _native_pong_default()
     pong_impl = args.pong_impl
@@ -575,7 +756,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         pong_impl = "native" if native_default is not None else "emulated"
     # The nublado_sync row the ratios are taken to: the package as it comes.
     args.reference = "ns_pong" if (native_default and pong_impl == "native") else "ns_nopong"
-    clients = make_clients(args.clients, failures, pong_impl)
+    clients = make_clients(args.clients, failures, pong_impl, args.baseline)
     args.installed_python = None
     if not args.quick and "ns" in args.clients and "oneshot" in args.scenarios:
         # Cold starts are timed on the package as users install it; the smoke
@@ -602,7 +783,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "python": _envs.python_version(c.python),
                 **c.info,
             }
-            for k, c in clients.items()
+            for k, c in {**run["notebook_clients"], **clients}.items()
         },
         reference=args.reference if args.reference in clients else None,
         meta={

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from . import _stats
+from . import _report_notebook, _report_scale, _stats
 
 ZMQ = "zmq"
 DASH = "\u2013"  # en dash, for ranges
@@ -17,12 +17,17 @@ TARGET_TITLES = {
     "nodelay-proxy": "TCP_NODELAY lab, through configurable-http-proxy",
 }
 CLIENT_ORDER = (
+    "ns_runner",
+    "ns_cells",
     "ns_pong",
     "ns_full",
     "ns_nopong",
+    "nsbase_pong",
+    "nsbase_nopong",
     "rnc",
     "jkc",
     ZMQ,
+    "nbclient",
     "cli",
     "script_ns",
     "script_rnc",
@@ -329,6 +334,8 @@ def assemble(
         "meta": meta,
         "reference": reference,
         "clients": all_clients,
+        "scale": _report_scale.assemble(raw),
+        "notebook": _report_notebook.assemble(raw),
         "groups": [g for g in groups if g is not None],
         "raw_extra": {"import": imports, "cold": cold},
     }
@@ -574,6 +581,12 @@ def _findings(results: Dict[str, Any]) -> List[str]:
             " to close a session: its ``stop()`` joins its websocket-client thread, whose"
             " dispatcher notices the close only when its 10 s ``select`` times out."
         )
+    scale = results.get("scale")
+    if scale:
+        out += _report_scale.findings(scale, labels, results.get("reference"))
+    notebook = results.get("notebook")
+    if notebook:
+        out += _report_notebook.findings(notebook, labels)
     machine = results["meta"].get("machine", {})
     load = machine.get("loadavg_jobs") or machine.get("loadavg")
     if load:
@@ -722,6 +735,16 @@ def render_rst(results: Dict[str, Any], *, chart: str) -> str:
             lines += [heading, "-" * len(heading), ""]
         for group in groups:
             lines += [_group_table(results, group)]
+    scale = results.get("scale")
+    if scale:
+        labels = {k: c.get("label", k) for k, c in results["clients"].items()}
+        lines += _report_scale.render(
+            scale, labels, CLIENT_ORDER, ref, meta["params"].get("scale", {})
+        )
+    notebook = results.get("notebook")
+    if notebook:
+        labels = {k: c.get("label", k) for k, c in results["clients"].items()}
+        lines += _report_notebook.render(notebook, labels, CLIENT_ORDER)
     lines += _method_notes(meta)
     failures = meta.get("failures") or []
     lines += ["Failures", "--------", ""]

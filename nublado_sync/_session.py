@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Optional, Sequence, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterator,
+    Mapping,
+    NoReturn,
+    Optional,
+    Sequence,
+    Union,
+)
 
 from ._arguments import check_duration
 from ._deadline import Deadline
@@ -334,7 +345,7 @@ class JupyterLabSession:
         self._check_open()
         self._claim()
         try:
-            with self._socket.io_lock:
+            with self._holding_socket():
                 return self._execute(
                     code,
                     context,
@@ -466,7 +477,7 @@ class JupyterLabSession:
         self._check_open()
         self._claim()
         try:
-            with self._socket.io_lock:
+            with self._holding_socket():
                 self._await_ready(deadline)
         except NubladoError as e:
             self._abandon(f"readiness check failed: {type(e).__name__}")
@@ -491,7 +502,7 @@ class JupyterLabSession:
         self._aborted = True
         self._socket.abort(error)
 
-    def _wrap(self, ws: websocket.WebSocket) -> KernelSocket:
+    def _wrap(self, ws: websocket.WebSocket, *, claimed: bool = False) -> KernelSocket:
         return KernelSocket(
             ws,
             user=self.username,
@@ -499,7 +510,19 @@ class JupyterLabSession:
             keepalive_interval=self._keepalive_interval,
             max_message_size=self._max_message_size,
             prompt_acks=self._prompt_acks,
+            claimed=claimed,
         )
+
+    @contextlib.contextmanager
+    def _holding_socket(self) -> Iterator[None]:
+        # The call reads the socket itself; the housekeeping thread stays
+        # away until it lets go (of the socket it ends with, after a
+        # reconnect: `_reconnect` hands the lock over).
+        self._socket.io_lock.acquire()
+        try:
+            yield
+        finally:
+            self._socket.release()
 
     def _reconnect(self, deadline: Deadline, cause: NubladoWebSocketError) -> None:
         """Open a new WebSocket to the kernel in place of the one that dropped.
@@ -539,7 +562,10 @@ class JupyterLabSession:
                 # knows no route until the hub gives it them again.
                 self._logger.info("Reconnect attempt failed", attempt=attempt, error=e.message)
                 continue
-            self._socket = self._wrap(ws)
+            # The new socket is held for this call from the start, so the
+            # housekeeper never reads it under the call; the old one is let go.
+            old, self._socket = self._socket, self._wrap(ws, claimed=True)
+            old.io_lock.release()
             if self._was_aborted():
                 # abort() ran while this connection was being made.
                 self._socket.cut()

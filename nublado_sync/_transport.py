@@ -8,12 +8,13 @@ error into `NubladoWebSocketError`, and keeps an idle connection alive.
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ._cancel import shutdown_socket
 from ._exceptions import NubladoError, NubladoProtocolError, NubladoWebSocketError
@@ -34,8 +35,27 @@ _OPCODE_CLOSE = 0x8
 __all__ = ["KernelSocket", "open_websocket"]
 
 
+# Bytes asked of the socket at a time: one read takes in a burst of small
+# messages, or a good slice of a large one (websocket-client alone asks for
+# a frame's header, length and payload separately, 16 KiB at most each).
+_READ_SIZE = 64 * 1024
+
+
+def _ready(sock: socket.socket, writing: bool, timeout: Optional[float]) -> bool:
+    """Wait up to ``timeout`` seconds (`None`: no limit) for a socket to be ready."""
+    if hasattr(select, "poll"):
+        # poll, unlike select, works for descriptors above FD_SETSIZE.
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT if writing else select.POLLIN)
+        return bool(poller.poll(None if timeout is None else math.ceil(timeout * 1000)))
+    readers, writers, _ = select.select(
+        [] if writing else [sock], [sock] if writing else [], [], timeout
+    )
+    return bool(readers or writers)
+
+
 class _DeadlineSocket:
-    """A socket whose timeout is a deadline for all reads and writes after it.
+    """A buffered socket whose timeout is a deadline for all reads and writes after it.
 
     websocket-client applies the socket timeout to each ``recv`` call, and a
     frame takes many of them: a server trickling a frame one byte at a time
@@ -44,11 +64,28 @@ class _DeadlineSocket:
     from now", which is the deadline a caller means. Deadlines are kept per
     thread, so an interrupt sent from another thread neither moves nor
     inherits the reader's.
+
+    It also reads ahead: the descriptor stays non-blocking, a read takes up
+    to ``_READ_SIZE`` bytes and hands them out as websocket-client asks, and
+    the socket is polled only when nothing is buffered. A small message
+    then costs one poll and one read instead of three of each (plus a
+    system call per timeout change), which is what a thread per session
+    pays for in system calls and in handing the GIL around.
     """
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._local = threading.local()
+        # Read and not yet handed out: self._chunk[self._offset:].
+        self._chunk = b""
+        self._offset = 0
+        # Python's own timeouts would poll before every call; ours polls
+        # only when a call would block.
+        sock.settimeout(0.0)
+        import ssl  # loaded already: websocket-client imports it
+
+        self._would_block_reading = (BlockingIOError, ssl.SSLWantReadError)
+        self._would_block_writing = (BlockingIOError, ssl.SSLWantWriteError)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -62,23 +99,60 @@ class _DeadlineSocket:
             return None
         return max(deadline - time.monotonic(), 0.0)
 
-    def _arm(self) -> None:
+    def pending(self) -> int:
+        """Bytes received and not yet handed out (TLS: decrypted ones included)."""
+        tls = getattr(self._sock, "pending", None)
+        buffered = max(len(self._chunk) - self._offset, 0)
+        return buffered + (tls() if tls is not None else 0)
+
+    def _wait(self, writing: bool) -> None:
+        """Wait until the socket is ready, or raise `socket.timeout` at the deadline."""
         remaining = self.gettimeout()
         if remaining is not None and remaining <= 0:
             raise socket.timeout("timed out")
-        self._sock.settimeout(remaining)
+        if not _ready(self._sock, writing, remaining):
+            raise socket.timeout("timed out")
 
     def recv(self, bufsize: int) -> bytes:
-        self._arm()
-        return self._sock.recv(bufsize)
+        if self._offset >= len(self._chunk):
+            self._chunk, self._offset = self._fill(), 0  # b"" at the end of the stream
+        chunk, start = self._chunk, self._offset
+        self._offset = start + bufsize
+        if start == 0 and bufsize >= len(chunk):
+            return chunk  # all of it: no copy
+        return chunk[start : start + bufsize]
 
-    def send(self, data: bytes) -> int:
-        self._arm()
-        return self._sock.send(data)
+    def _fill(self) -> bytes:
+        # A caller that finds nothing waiting must still see its deadline.
+        remaining = self.gettimeout()
+        if remaining is not None and remaining <= 0:
+            raise socket.timeout("timed out")
+        while True:
+            try:
+                data: bytes = self._sock.recv(_READ_SIZE)
+            except self._would_block_reading:
+                self._wait(writing=False)
+            except self._would_block_writing:  # TLS renegotiation
+                self._wait(writing=True)
+            else:
+                return data
+
+    def send(self, data: Union[bytes, memoryview]) -> int:
+        remaining = self.gettimeout()
+        if remaining is not None and remaining <= 0:
+            raise socket.timeout("timed out")
+        while True:
+            try:
+                return self._sock.send(data)
+            except self._would_block_writing:
+                self._wait(writing=True)
+            except self._would_block_reading:  # TLS renegotiation
+                self._wait(writing=False)
 
     def sendall(self, data: bytes) -> None:
-        self._arm()
-        self._sock.sendall(data)
+        view = memoryview(data)
+        while view:
+            view = view[self.send(view) :]
 
 
 class _HandshakeDeadline:
@@ -225,6 +299,10 @@ _MIN_TIMEOUT = 0.001
 # Time allowed for the rest of a frame whose start is already in, when
 # reading what arrived while idle.
 _DRAIN_TIMEOUT = 1.0
+# Frames read at most by one drain: a server that never stops sending must
+# not keep the housekeeper from the other sockets.
+_DRAIN_FRAMES = 100
+_KEEPALIVE_SEND_TIMEOUT = 2.0
 
 
 class KernelSocket:
@@ -241,13 +319,18 @@ class KernelSocket:
     max_message_size
         Largest message accepted, in bytes, or `None`.
     prompt_acks
-        After a message, when nothing more is waiting, send an unsolicited
-        pong (see `recv`).
+        Before waiting for more of a reply, when nothing is waiting, send
+        an unsolicited pong (see `recv`).
     keepalive_interval
         Seconds between unsolicited pong frames while idle, or `None` for no
         keepalive. jupyter_server closes a socket that has not answered its
         pings for a while, and websocket-client answers pings only while
-        reading; a pong frame resets the server's timer.
+        reading; a pong frame resets the server's timer. Unless `None`, the
+        process's housekeeping thread (`~._housekeeping.Housekeeper`) also
+        answers the server's pings while no call reads the socket.
+    claimed
+        Hold `io_lock` for the calling thread from the start (a socket
+        opened again in the middle of a call).
     """
 
     def __init__(
@@ -259,12 +342,15 @@ class KernelSocket:
         keepalive_interval: Optional[float],
         max_message_size: Optional[int] = None,
         prompt_acks: bool = True,
+        claimed: bool = False,
     ) -> None:
         self._ws = ws
         self._user = user
         self._logger = logger
         self._max_size = max_message_size
         self._prompt_acks = prompt_acks
+        # A pong for the next recv to send before it waits (see recv).
+        self._ack_owed = False
         if ws.sock is not None and not isinstance(ws.sock, _DeadlineSocket):
             ws.sock = _DeadlineSocket(ws.sock)  # type: ignore[assignment]
         if max_message_size is not None:
@@ -272,9 +358,14 @@ class KernelSocket:
         self._poll = _poller(ws)
         self.subprotocol = ws.getsubprotocol()
         self.is_v1 = self.subprotocol == V1_SUBPROTOCOL
-        # Held by the call that reads; the keepalive thread stays away then,
-        # since the reader answers the server's pings itself.
-        self.io_lock = threading.Lock()
+        # Held by the call that reads; the housekeeping thread stays away
+        # then, since the reader answers the server's pings itself.
+        # Reentrant: a call that gives up closes the socket it holds.
+        self.io_lock = threading.RLock()
+        # Set by the housekeeper when the socket became readable while a
+        # call held it; the call re-arms the watch when it lets go.
+        self.parked = False
+        self._fd = ws.sock.fileno() if ws.sock is not None else -1
         # websocket-client locks frame writes only when the connection was
         # made with enable_multithread; an interrupt from another thread, the
         # keepalive and the pongs recv sends for pings must never interleave.
@@ -286,15 +377,25 @@ class KernelSocket:
         self.dropped = False
         self._stop = threading.Event()
         self._aborted: Optional[NubladoError] = None
-        self._keepalive: Optional[threading.Thread] = None
-        if keepalive_interval is not None and keepalive_interval > 0:
-            self._keepalive = threading.Thread(
-                target=self._keep_alive,
-                args=(keepalive_interval,),
-                name=f"nublado-keepalive-{user}",
-                daemon=True,
-            )
-            self._keepalive.start()
+        if claimed:
+            self.io_lock.acquire()
+        self._housekept = keepalive_interval is not None
+        if self._housekept:
+            from ._housekeeping import HOUSEKEEPER
+
+            HOUSEKEEPER.add(self, keepalive_interval)
+
+    def fileno(self) -> int:
+        """Return the socket's file descriptor (-1 without a socket)."""
+        return self._fd
+
+    def release(self) -> None:
+        """Let go of `io_lock` after a call, and let the housekeeper watch again."""
+        self.io_lock.release()
+        if self._housekept and self.parked:
+            from ._housekeeping import HOUSEKEEPER
+
+            HOUSEKEEPER.rearm(self)
 
     @property
     def connected(self) -> bool:
@@ -333,6 +434,8 @@ class KernelSocket:
         # only a lookup, and `import nublado_sync` stays cheap for cold starts.
         import websocket
 
+        # Whatever this frame is, the ACK of what came before rides it.
+        self._ack_owed = False
         try:
             self._ws.settimeout(None if timeout is None else max(timeout, _MIN_TIMEOUT))
             if self.is_v1:
@@ -353,12 +456,16 @@ class KernelSocket:
         """Read one frame, waiting at most ``timeout`` seconds.
 
         With ``ack`` (used while a reply is awaited) and ``prompt_acks``, a
-        pong frame follows a message when no more data is waiting. The
-        kernel WebSocket leaves Nagle's algorithm on, so the server holds
-        each small message until the previous one is acknowledged, and the
-        client's kernel delays that ACK by up to 40 ms; the pong gives the
-        ACK a segment to ride at once. A burst of output (more data already
-        waiting) sends none.
+        data frame leaves a pong owed: the next `recv` sends it before it
+        waits, if no more data is waiting by then. The kernel WebSocket
+        leaves Nagle's algorithm on, so the server holds each small message
+        until the previous one is acknowledged, and the client's kernel
+        delays that ACK by up to 40 ms; the pong gives the ACK a segment to
+        ride at once, on every hop (proxies forward it). Sent only when the
+        reader is about to wait, it goes out only when a stall is possible:
+        not during a burst of output (data waiting), not after the last
+        message of a reply (no further `recv`), and not when a frame was
+        sent since (`send`: the ACK rode that one).
 
         Returns
         -------
@@ -375,6 +482,10 @@ class KernelSocket:
         """
         import websocket  # a lookup: see send
 
+        if self._ack_owed:
+            self._ack_owed = False
+            if self._idle():
+                self.pong()
         try:
             self._ws.settimeout(max(timeout, _MIN_TIMEOUT))
             opcode, frame = self._ws.recv_data_frame(control_frame=True)
@@ -397,8 +508,8 @@ class KernelSocket:
         data = frame.data
         if opcode == _OPCODE_CLOSE:
             raise self._close_error(data)
-        if ack and self._prompt_acks and self._idle():
-            self.pong()
+        if ack and self._prompt_acks and opcode in (_OPCODE_BINARY, _OPCODE_TEXT):
+            self._ack_owed = True
         if self._max_size is not None and len(data) > self._max_size:
             raise self._error(f"Message of {len(data)} bytes exceeds the limit of {self._max_size}")
         if opcode == _OPCODE_BINARY:
@@ -428,7 +539,9 @@ class KernelSocket:
         while idle (`dropped`), so that the call reconnects before it sends
         rather than sending into a dead socket.
         """
-        while self._waiting():
+        for _ in range(_DRAIN_FRAMES):
+            if not self._waiting():
+                return
             try:
                 self.recv(_DRAIN_TIMEOUT)
             except (NubladoWebSocketError, NubladoProtocolError):
@@ -479,18 +592,11 @@ class KernelSocket:
         with contextlib.suppress(websocket.WebSocketException, OSError):
             self._ws.pong(b"")
 
-    def _keep_alive(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            # Skip a beat rather than wait while a request is reading: its
-            # reads answer the server's pings themselves.
-            if self.io_lock.acquire(blocking=False):
-                try:
-                    if not self._ws.connected:
-                        return
-                    self._ws.settimeout(min(interval, 2.0))
-                    self.pong()
-                finally:
-                    self.io_lock.release()
+    def keepalive(self) -> None:
+        """Send the keepalive pong (by the housekeeper, holding `io_lock`)."""
+        if self._ws.connected and not self._stop.is_set():
+            self._ws.settimeout(_KEEPALIVE_SEND_TIMEOUT)
+            self.pong()
 
     def cut(self) -> None:
         """Shut the connection down from any thread; never raises.
@@ -512,11 +618,18 @@ class KernelSocket:
         raises.
         """
         self._stop.set()
-        if self._keepalive is not None and self._keepalive is not threading.current_thread():
-            self._keepalive.join()
+        if self._housekept:
+            from ._housekeeping import HOUSEKEEPER
+
+            HOUSEKEEPER.remove(self)
+        # Wait for a read the housekeeper may have in progress (bounded:
+        # the rest of one frame); the calling thread may hold the lock.
+        locked = self.io_lock.acquire(timeout=_DRAIN_TIMEOUT + 1.0)
         try:
             self._ws.close(timeout=timeout)
         except Exception:
             self._logger.debug("Error closing WebSocket", exc_info=True)
         finally:
             self._ws.shutdown()  # type: ignore[no-untyped-call]
+            if locked:
+                self.io_lock.release()

@@ -9,6 +9,10 @@ Extra configuration keys:
 ``pong_impl``
     ``"auto"`` (the package's ``prompt_acks`` option when it has one, the
     emulation below otherwise), ``"native"`` or ``"emulated"``.
+``notebook_mode``
+    How the notebook scenario runs its cells: ``"runner"`` hands the whole
+    notebook to ``execute_notebook`` (the package's notebook runner),
+    ``"cells"`` (the default) calls ``execute`` for one cell after another.
 
 The emulation wraps ``KernelSocket.recv``: after a frame that decoded to a
 message, if websocket-client holds no buffered bytes and the socket has none
@@ -20,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import inspect
+import json
 import select
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import _common
 
@@ -74,6 +79,7 @@ class NubladoSync(_common.Client):
         self.pong_impl = impl if pong else "off"
         self.native_available = native
         self.protocol = None
+        self.notebook_mode = config.get("notebook_mode", "cells")
 
     def open(self) -> Any:
         manager = nublado_sync.open_lab_session(
@@ -89,6 +95,35 @@ class NubladoSync(_common.Client):
     def close(self, handle: Any) -> None:
         handle[0].__exit__(None, None, None)
 
+    def run_cells(self, handle: Any, cells: List[str]) -> List[str]:
+        if self.notebook_mode != "runner":
+            return super().run_cells(handle, cells)
+        notebook = {
+            "nbformat": 4,
+            "nbformat_minor": 5,
+            "metadata": {},
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "id": f"c{i}",
+                    "metadata": {},
+                    "source": code,
+                    "outputs": [],
+                    "execution_count": None,
+                }
+                for i, code in enumerate(cells)
+            ],
+        }
+        done = json.loads(handle[1].execute_notebook(notebook, cell_timeout=TIMEOUT))
+        return [
+            "".join(
+                "".join(o["text"]) if isinstance(o.get("text"), list) else o.get("text", "")
+                for o in cell["outputs"]
+                if o.get("output_type") == "stream" and o.get("name") == "stdout"
+            )
+            for cell in done["cells"]
+        ]
+
     def info(self) -> Dict[str, Any]:
         return {
             "version": nublado_sync.__version__,
@@ -96,6 +131,7 @@ class NubladoSync(_common.Client):
             "pong_impl": self.pong_impl,
             "prompt_acks_option": self.native_available,
             "protocol": self.protocol,
+            "notebook_mode": self.notebook_mode,
         }
 
 

@@ -225,6 +225,85 @@ async def concurrent(client: RNC, params: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+async def scale(client: RNC, params: Dict[str, Any]) -> Dict[str, Any]:
+    """``sessions`` tasks on one event loop, each with its own session and kernel.
+
+    The same phases as the synchronous drivers' (``_common.scenario_scale``).
+    """
+    count = params["sessions"]
+    server_pid = params.get("server_pid")
+    rss_before = _common.rss_bytes()
+    threads_before = _common.os_threads()
+    start = time.perf_counter()
+    opened = await asyncio.gather(*(client.open() for _ in range(count)), return_exceptions=True)
+    handles = [h for h in opened if not isinstance(h, BaseException)]
+    try:
+        failed = [h for h in opened if isinstance(h, BaseException)]
+        if failed:
+            raise failed[0]
+        open_all = time.perf_counter() - start
+        threads_open = _common.os_threads()
+        await asyncio.gather(*(_timed_runs(client, h, "pass", params["warmup"]) for h in handles))
+        cpu0 = _common.cpu_seconds()
+        server0 = _common.server_cpu(server_pid)
+        run0 = time.perf_counter()
+        per = await asyncio.gather(
+            *(_timed_runs(client, h, "pass", params["runs"]) for h in handles)
+        )
+        run_wall = time.perf_counter() - run0
+        run_cpu = _common.cpu_seconds() - cpu0
+        run_server = _common.cpu_delta(_common.server_cpu(server_pid), server0)
+        idle_cpu0 = _common.cpu_seconds()
+        idle_server0 = _common.server_cpu(server_pid)
+        idle0 = time.perf_counter()
+        await asyncio.sleep(params["idle_s"])
+        threads_idle = _common.os_threads()
+        idle_wall = time.perf_counter() - idle0
+        idle_cpu = _common.cpu_seconds() - idle_cpu0
+        idle_server = _common.cpu_delta(_common.server_cpu(server_pid), idle_server0)
+    finally:
+        closing = time.perf_counter()
+        await asyncio.gather(*(client.close(h) for h in handles))
+    close_all = time.perf_counter() - closing
+    result = _common.scale_result(
+        sessions=count,
+        runs=params["runs"],
+        open_all_s=open_all,
+        run_wall_s=run_wall,
+        close_all_s=close_all,
+        run_cpu_s=run_cpu,
+        run_server=run_server,
+        idle_s=idle_wall,
+        idle_cpu_s=idle_cpu,
+        idle_server=idle_server,
+        rss_before=rss_before,
+        threads_before=threads_before,
+        threads_open=threads_open,
+        threads_idle=threads_idle,
+        caller_threads=0,
+        samples=[s for samples in per for s in samples],
+    )
+    result["note"] = "tasks on one event loop"
+    return result
+
+
+async def notebook(client: RNC, params: Dict[str, Any]) -> Dict[str, Any]:
+    """Cell by cell, as with ``_common.scenario_notebook``."""
+    cells = _common.notebook_cells(params["cells"])
+    handle = await client.open()
+    try:
+        await client.run(handle, "pass")
+        walls, complete = [], True
+        for _ in range(params["reps"]):
+            start = time.perf_counter()
+            outputs = [await client.run(handle, code) for code in cells]
+            walls.append(time.perf_counter() - start)
+            complete = complete and outputs == _common.notebook_outputs(len(cells))
+    finally:
+        await client.close(handle)
+    return {"wall_s": walls, "cells": len(cells), "complete": complete}
+
+
 async def oneshot(client: RNC, params: Dict[str, Any]) -> Dict[str, Any]:
     handle = await client.open()
     try:
@@ -239,6 +318,8 @@ SCENARIOS = {
     "output": output,
     "session": session,
     "concurrent": concurrent,
+    "scale": scale,
+    "notebook": notebook,
     "oneshot": oneshot,
 }
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import _common
 import jupyter_client
@@ -30,6 +30,18 @@ class ZMQClient(_common.Client):
         self.http = requests.Session()
 
     def open(self) -> Any:
+        kernel_id, path = self.start_kernel()
+        client = BlockingKernelClient()
+        client.load_connection_file(str(path))
+        # No heartbeat channel: its first beats go unanswered while a kernel
+        # is still starting on a busy machine, and wait_for_ready then calls
+        # the kernel dead. The WebSocket clients have no heartbeat either.
+        client.start_channels(hb=False)
+        client.wait_for_ready(timeout=60)
+        return kernel_id, client
+
+    def start_kernel(self) -> Tuple[str, Path]:
+        """Start a kernel through the server; return its id and connection file."""
         response = self.http.post(
             self.url + "api/kernels",
             json={"name": _common.KERNEL},
@@ -44,14 +56,13 @@ class ZMQClient(_common.Client):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no connection file {path}")
             time.sleep(0.01)
-        client = BlockingKernelClient()
-        client.load_connection_file(str(path))
-        # No heartbeat channel: its first beats go unanswered while a kernel
-        # is still starting on a busy machine, and wait_for_ready then calls
-        # the kernel dead. The WebSocket clients have no heartbeat either.
-        client.start_channels(hb=False)
-        client.wait_for_ready(timeout=60)
-        return kernel_id, client
+        return kernel_id, path
+
+    def delete_kernel(self, kernel_id: str) -> None:
+        response = self.http.delete(
+            self.url + f"api/kernels/{kernel_id}", headers=self.headers, timeout=60
+        )
+        response.raise_for_status()
 
     def run(self, handle: Any, code: str) -> str:
         parts = []
@@ -70,10 +81,7 @@ class ZMQClient(_common.Client):
     def close(self, handle: Any) -> None:
         kernel_id, client = handle
         client.stop_channels()
-        response = self.http.delete(
-            self.url + f"api/kernels/{kernel_id}", headers=self.headers, timeout=60
-        )
-        response.raise_for_status()
+        self.delete_kernel(kernel_id)
 
     def info(self) -> Dict[str, Any]:
         return {"version": jupyter_client.__version__, "protocol": "zmq"}

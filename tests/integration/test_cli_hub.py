@@ -169,3 +169,35 @@ def test_batch_spawns_one_lab_for_many_notebooks(hub: TestHub, tmp_path: Path) -
     # One spawn for the three notebooks; each had its own kernel, all gone.
     assert len(hub.spawn_forms("carol")) == 1
     assert nublado_sync("status", env=env).stdout == "stopped\n"
+
+
+def test_bad_notebook_refused_before_any_spawn(hub: TestHub, tmp_path: Path) -> None:
+    # Bad input is refused before the lab is spawned (issue 13).
+    env = env_for(hub, "carol")
+    bad = tmp_path / "old.ipynb"
+    bad.write_text(json.dumps({"nbformat": 3, "nbformat_minor": 0, "worksheets": []}))
+    notebook = tmp_path / "ok.ipynb"
+    notebook.write_text(
+        json.dumps(
+            {
+                "nbformat": 4,
+                "nbformat_minor": 5,
+                "metadata": {},
+                "cells": [
+                    {
+                        "cell_type": "code",
+                        "id": "a",
+                        "metadata": {},
+                        "source": "1",
+                        "outputs": [],
+                        "execution_count": None,
+                    }
+                ],
+            }
+        )
+    )
+    for args in ([str(bad)], [str(notebook), "-p", "no good", "1"]):
+        result = nublado_sync("run", *args, env=env)
+        assert result.returncode == 2, result.stderr
+    # Nothing was spawned (the runs did not stop anything either).
+    assert nublado_sync("status", env=env).stdout == "stopped\n"

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -23,6 +26,7 @@ from nublado_sync import (
     NubladoCancelledError,
     NubladoClient,
     NubladoError,
+    NubladoImage,
     NubladoImageByClass,
     NubladoSpawnError,
     NubladoSpawnFormError,
@@ -265,3 +269,45 @@ def test_cancel_run_notebook_in_flight(layout_hub: TestHub, tmp_path: Path) -> N
         error = call.join(60)
         assert isinstance(error, NubladoCancelledError), repr(error)
         assert call.ended_at - cancelled_at < CANCEL_MARGIN
+
+
+# Configuration kept in upstream's shapes and places
+
+
+def test_spawn_from_upstream_image_shape(layout_hub: TestHub) -> None:
+    # An image choice stored in upstream's (pydantic) shape, as YAML or
+    # JSON configuration holds it, spawns the same form.
+    hub = layout_hub
+    stored = json.loads('{"image_class": "by-tag", "tag": "w_2026_40", "size": "Fine"}')
+    with NubladoClient("alice", hub.tokens["alice"], hub_url=hub.url) as client:
+        client.auth_to_hub()
+        client.spawn_lab(NubladoImage.from_dict(stored))
+        client.wait_for_spawn(SPAWN_TIMEOUT)
+    assert hub.spawn_forms("alice")[-1] == {"image_tag": ["w_2026_40"], "size": ["Fine"]}
+
+
+def test_command_finds_the_token_where_rubin_keeps_it(hub: TestHub, tmp_path: Path) -> None:
+    # Inside a Rubin lab the token is a mounted file; the command finds it
+    # with no token setting of its own. (One host: the command runs in a
+    # process of its own, where the test's subdomain names do not resolve.)
+    secrets = tmp_path / "mounts" / "secrets"
+    secrets.mkdir(parents=True)
+    (secrets / "token").write_text(hub.tokens["bob"] + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
+    env.pop("ACCESS_TOKEN", None)
+    env.update(
+        NUBLADO_USER="bob",
+        NUBLADO_HUB_URL=hub.url,
+        NUBLADO_RUNTIME_MOUNTS_DIR=str(tmp_path / "mounts"),
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "nublado_sync", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "stopped"
+    assert hub.tokens["bob"] not in run.stdout + run.stderr

@@ -341,3 +341,13 @@ def test_command_parameters_need_a_notebook(stock_server: JupyterServer) -> None
     )
     assert done.returncode == 2
     assert "need a .ipynb notebook" in done.stderr
+
+
+def test_command_takes_the_server_from_the_environment(
+    stock_server: JupyterServer, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "params.ipynb", PARAMETERISED)
+    env = {**server_env(stock_server), "NUBLADO_SERVER_URL": stock_server.url}
+    done = nublado_sync("run", str(source), "--kernel", "lsst", "-p", "band", "u", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "2026-01-01 u 2\n"

@@ -163,3 +163,16 @@ def test_papermill_bad_settings_refused_before_starting(tmp_path: Path) -> None:
             token="a-token-that-is-long-enough",
             stop="sometimes",
         )
+
+
+def test_papermill_engine_local_server(tmp_path: Path) -> None:
+    result = papermill.execute_notebook(
+        write(tmp_path / "in.ipynb", PARAMETERISED),
+        tmp_path / "out.ipynb",
+        parameters={"date": "local"},
+        engine_name="nublado",
+        kernel_name="python3",
+        progress_bar=False,
+        local=True,
+    )
+    assert result.cells[3].outputs[0].text == "local 2\n"

@@ -492,7 +492,9 @@ def test_execution_failure(client: NubladoClient, mock_jupyter: MockJupyter) -> 
     with pytest.raises(NubladoExecutionError) as info, client.lab_session() as session:
         session.run_python("1 / 0", context=context)
     exc = info.value
-    assert f"{USER}: cell some-uuid of notebook notebook.ipynb failed" in str(exc)
+    # Upstream: "cell some-uuid of notebook ..."; here the cell is named as a
+    # person finds it in JupyterLab, by its position first (docs/porting.rst).
+    assert f"{USER}: cell 14 (id 'some-uuid') of notebook notebook.ipynb failed" in str(exc)
     assert "Code: 1 / 0" in str(exc)
     assert "ZeroDivisionError" in str(exc)
     assert exc.context == context

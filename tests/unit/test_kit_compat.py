@@ -3,7 +3,8 @@
 Each test follows one test of rubin-nublado-client's own suite (its
 ``client/tests``, named in the docstring): the same steps and the same
 checks, written for this package by dropping ``async``/``await``, turning
-the async fixtures into plain ones and ``aclosing`` into `contextlib.closing`.
+the async fixtures into plain ones and ``aclosing`` into `contextlib.closing`
+(and Safir's Slack and Sentry classes into this package's).
 The code and words are ours. Where this package or its kit cannot do the
 same, the line is marked ``DIFFERENCE:`` with the reason, and checks what
 happens here instead; docs/testing.rst and docs/porting.rst list the same
@@ -40,6 +41,9 @@ from nublado_sync import (
     NubladoRedirectError,
     NubladoSpawnError,
     NubladoWebError,
+    SlackCodeBlock,
+    SlackTextBlock,
+    SlackTextField,
 )
 from nublado_sync.testing import MockJupyter, MockJupyterAction, register_mock_jupyter
 
@@ -78,15 +82,12 @@ def client(username: str, token: str, mock_jupyter: MockJupyter) -> Iterator[Nub
         yield client
 
 
-def _expect_lab_host_bug(request: pytest.FixtureRequest, mock: MockJupyter) -> None:
-    # DIFFERENCE (issue 11, "Per-user subdomains", being fixed elsewhere):
-    # with per-user subdomains, a lab call made without auth_to_lab() first
-    # still goes to the hub's host and fails with a 302. Remove this when
-    # the fix lands; the tests then pass unchanged.
-    if mock.url.startswith("http://nublado.test:"):
-        request.applymarker(
-            pytest.mark.xfail(raises=NubladoWebError, reason="lab host not learned (issue 11)")
-        )
+def _logging_time(when: datetime.datetime) -> str:
+    # What Safir's format_datetime_for_logging gives, which upstream's
+    # checks use: UTC, to the millisecond.
+    when = when.astimezone(datetime.timezone.utc)
+    text = when.strftime("%Y-%m-%d %H:%M:%S")
+    return text + (f".{when.microsecond // 1000:03d}" if when.microsecond else "")
 
 
 def _notebook(source: str) -> str:
@@ -205,11 +206,8 @@ def test_set_delete_delay(client: NubladoClient, mock_jupyter: MockJupyter) -> N
 # Upstream's client/tests/client_test.py
 
 
-def test_hub_flow(
-    client: NubladoClient, username: str, mock_jupyter: MockJupyter, request: pytest.FixtureRequest
-) -> None:
+def test_hub_flow(client: NubladoClient, username: str, mock_jupyter: MockJupyter) -> None:
     """Upstream's ``test_hub_flow``."""
-    _expect_lab_host_bug(request, mock_jupyter)
     # Must authenticate first.
     with pytest.raises(AssertionError):
         client.is_lab_stopped()
@@ -273,11 +271,8 @@ def test_hub_flow(
     assert client.is_lab_stopped()
 
 
-def test_run_notebook(
-    client: NubladoClient, mock_jupyter: MockJupyter, request: pytest.FixtureRequest
-) -> None:
+def test_run_notebook(client: NubladoClient, mock_jupyter: MockJupyter) -> None:
     """Upstream's ``test_run_notebook``."""
-    _expect_lab_host_bug(request, mock_jupyter)
     notebook = _notebook("print('input')")
     output = _notebook("print('output')")
     expected = NotebookExecutionResult(notebook=output)
@@ -332,16 +327,22 @@ def test_lab_form(client: NubladoClient, username: str, mock_jupyter: MockJupyte
 def check_web_exception(
     exc: NubladoWebError, *, start: datetime.datetime, method: str, route: str
 ) -> None:
-    """Upstream's helper of the same name, less what this package lacks."""
+    """Upstream's helper of the same name."""
     assert route in exc.message
     assert route in str(exc)
     assert exc.method == method
-    assert exc.failed_at >= start
+    assert exc.started_at
+    assert exc.started_at >= start
+    assert exc.failed_at >= exc.started_at
     assert exc.url
     assert route in exc.url
     assert exc.status == 500
-    # DIFFERENCE (issue 11, being closed elsewhere): upstream also checks
-    # started_at <= failed_at and the to_slack() and to_sentry() reports.
+
+    slack = exc.to_slack()
+    assert route in slack.message
+
+    sentry = exc.to_sentry()
+    assert sentry.contexts["info"]["started_at"] == _logging_time(exc.started_at)
 
 
 def test_failures(client: NubladoClient, username: str, mock_jupyter: MockJupyter) -> None:
@@ -355,16 +356,11 @@ def test_failures(client: NubladoClient, username: str, mock_jupyter: MockJupyte
 
     mock_jupyter.fail_on(username, MockJupyterAction.SPAWN)
     client.auth_to_hub()
-    # DIFFERENCE: a spawn form answered with a server error is reported as
-    # a failed spawn. Whether that is also a NubladoWebError, as upstream
-    # has it, is issue 11's "Exception types" item; its cause is the web
-    # error upstream checks.
-    with pytest.raises(NubladoSpawnError) as spawn_info:
+    with pytest.raises(NubladoWebError) as exc_info:
         client.spawn_lab(NubladoImageByClass())
-    web = spawn_info.value if isinstance(spawn_info.value, NubladoWebError) else None
-    web = web or spawn_info.value.__cause__
-    assert isinstance(web, NubladoWebError)
-    check_web_exception(web, start=start, method="POST", route="hub/spawn")
+    check_web_exception(exc_info.value, start=start, method="POST", route="hub/spawn")
+    # This package's addition: it is a failed spawn too.
+    assert isinstance(exc_info.value, NubladoSpawnError)
 
     # DIFFERENCE: this client does not load the hub's spawn-pending page
     # (it watches the progress API instead), so SPAWN_PENDING failures do
@@ -465,14 +461,8 @@ def test_redirect_loop(client: NubladoClient, username: str, mock_jupyter: MockJ
     assert f"/user/{username}/lab" in str(exc_info.value)
 
 
-def test_execution_failure(
-    client: NubladoClient,
-    username: str,
-    mock_jupyter: MockJupyter,
-    request: pytest.FixtureRequest,
-) -> None:
+def test_execution_failure(client: NubladoClient, username: str) -> None:
     """Upstream's ``test_execution_failure``, less the reports this package lacks."""
-    _expect_lab_host_bug(request, mock_jupyter)
     start = datetime.datetime.now(tz=datetime.timezone.utc)
 
     client.auth_to_hub()
@@ -495,8 +485,25 @@ def test_execution_failure(
     # DIFFERENCE: upstream checks status is None; here it is the kernel's
     # execute_reply status, "error".
     assert exc.status == "error"
-    # DIFFERENCE (issue 11, being closed elsewhere): upstream goes on to
-    # check to_sentry() and to_slack().
+
+    info = exc.to_sentry()
+    assert info.tags == {}
+    # DIFFERENCE: the attachments are named nublado_error.txt and
+    # nublado_code.txt here (upstream: nublado_error, nublado_code).
+    assert "ZeroDivisionError" in info.attachments["nublado_error.txt"]
+    assert info.attachments["nublado_code.txt"] == "1 / 0"
+    assert info.contexts["info"]["started_at"] == _logging_time(exc.started_at)
+
+    message = exc.to_slack()
+    assert message.message == "Error while running code"
+    error = message.attachments[-2]
+    assert isinstance(error, SlackCodeBlock)
+    assert error.heading == "Error"
+    assert "ZeroDivisionError" in error.code
+    code = message.attachments[-1]
+    assert isinstance(code, SlackCodeBlock)
+    assert code.heading == "Code executed"
+    assert code.code == "1 / 0"
 
     context = CodeContext(
         node="some-node",
@@ -518,6 +525,36 @@ def test_execution_failure(
     assert "Error:" in str(exc)
     assert "ZeroDivisionError" in str(exc)
     assert exc.context == context
+
+    info = exc.to_sentry()
+    assert info.tags == {
+        "image": "some/image:tag",
+        "node": "some-node",
+        "notebook": "notebook.ipynb",
+        "cell": "some-uuid",
+        "cell_number": "14",
+    }
+    assert "ZeroDivisionError" in info.attachments["nublado_error.txt"]
+    assert info.attachments["nublado_code.txt"] == "1 / 0"
+
+    message = exc.to_slack()
+    assert message.message == "Error while running `notebook.ipynb` cell `some-uuid`"
+    node = message.blocks[0]
+    assert isinstance(node, SlackTextBlock)
+    assert node.heading == "Node"
+    assert node.text == "some-node"
+    cell = message.blocks[1]
+    assert isinstance(cell, SlackTextBlock)
+    assert cell.heading == "Cell"
+    assert cell.text == "`notebook.ipynb` cell `some-uuid` (14)"
+    headings = [(f.heading, f.text) for f in message.fields if isinstance(f, SlackTextField)]
+    assert headings[0][0] == "Started at"
+    assert headings[1][0] == "Failed at"
+    assert headings[2:5] == [
+        ("Exception type", "NubladoExecutionError"),
+        ("User", username),
+        ("Image", "some/image:tag"),
+    ]
 
 
 # Upstream's client/tests/mock/mock_test.py

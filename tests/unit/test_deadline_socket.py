@@ -1,0 +1,99 @@
+"""The kernel WebSocket's socket wrapper: reads ahead, hands out exact sizes, one deadline."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from typing import Iterator, Tuple
+
+import pytest
+
+from nublado_sync._transport import _READ_SIZE, _DeadlineSocket
+
+# Generous: the machine running the tests may be busy.
+MARGIN = 2.0
+
+
+@pytest.fixture
+def pair() -> Iterator[Tuple[_DeadlineSocket, socket.socket]]:
+    ours, peer = socket.socketpair()
+    try:
+        yield _DeadlineSocket(ours), peer
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_reads_ahead_and_hands_out_what_is_asked(
+    pair: Tuple[_DeadlineSocket, socket.socket],
+) -> None:
+    sock, peer = pair
+    peer.sendall(b"\x81\x05hello\x82\x03abc")
+    assert sock.recv(2) == b"\x81\x05"
+    # The rest came in with the first read and waits in the buffer.
+    assert sock.pending() == 10
+    assert sock.recv(5) == b"hello"
+    assert sock.recv(100) == b"\x82\x03abc"
+    assert sock.pending() == 0
+
+
+def test_large_data_arrives_whole_and_in_order(
+    pair: Tuple[_DeadlineSocket, socket.socket],
+) -> None:
+    sock, peer = pair
+    data = bytes(range(256)) * (3 * _READ_SIZE // 256 + 7)
+    peer.setblocking(False)
+    sent, received = 0, []
+    sock.settimeout(30)
+    while sum(map(len, received)) < len(data):
+        if sent < len(data):
+            with contextlib.suppress(BlockingIOError):
+                sent += peer.send(data[sent : sent + 65536])
+        if sent > sum(map(len, received)):
+            received.append(sock.recv(16384))
+    assert b"".join(received) == data
+
+
+def test_a_read_ends_at_the_deadline(pair: Tuple[_DeadlineSocket, socket.socket]) -> None:
+    sock, _ = pair
+    sock.settimeout(0.2)
+    start = time.monotonic()
+    with pytest.raises(socket.timeout):
+        sock.recv(2)
+    assert time.monotonic() - start < 0.2 + MARGIN
+
+
+def test_buffered_data_is_handed_out_before_the_deadline_is_checked_again(
+    pair: Tuple[_DeadlineSocket, socket.socket],
+) -> None:
+    sock, peer = pair
+    peer.sendall(b"abcd")
+    sock.settimeout(5)
+    assert sock.recv(1) == b"a"
+    sock.settimeout(0)  # expired: what is buffered is still there
+    assert sock.recv(3) == b"bcd"
+    with pytest.raises(socket.timeout):
+        sock.recv(1)
+
+
+def test_a_send_the_peer_never_reads_ends_at_the_deadline(
+    pair: Tuple[_DeadlineSocket, socket.socket],
+) -> None:
+    sock, _ = pair
+    sock.settimeout(0.3)
+    start = time.monotonic()
+    with pytest.raises(socket.timeout):
+        sock.sendall(b"x" * (64 * 1024 * 1024))
+    assert time.monotonic() - start < 0.3 + MARGIN
+
+
+def test_the_end_of_the_stream_reads_as_empty(
+    pair: Tuple[_DeadlineSocket, socket.socket],
+) -> None:
+    sock, peer = pair
+    peer.sendall(b"xy")
+    peer.shutdown(socket.SHUT_WR)
+    sock.settimeout(5)
+    assert sock.recv(10) == b"xy"
+    assert sock.recv(10) == b""
