@@ -634,6 +634,16 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, help="results JSON (default: results/latest.json)")
     parser.add_argument(
+        "--extra",
+        type=Path,
+        action="append",
+        default=[],
+        help=(
+            "with --render-only: take the scale and notebook sections from this results"
+            " JSON of a partial run (repeatable)"
+        ),
+    )
+    parser.add_argument(
         "--docs",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -708,6 +718,21 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return args
 
 
+def add_sections(results: Dict[str, Any], extra: Dict[str, Any], name: str) -> None:
+    """Take the scale and notebook sections of another (partial) run into ``results``.
+
+    Each section then says which run it comes from (its date and command).
+    """
+    meta = extra["meta"]
+    origin = {"file": name, "date": meta.get("date"), "command": meta.get("command")}
+    for section in ("scale", "notebook"):
+        if extra.get(section):
+            results[section] = {**extra[section], "origin": origin}
+            results["meta"]["params"][section] = meta["params"].get(section, {})
+    for key, client in extra["clients"].items():
+        results["clients"].setdefault(key, client)
+
+
 def render(results: Dict[str, Any], log_fn: Callable[[str], None] = log) -> None:
     DOCS_PAGE.write_text(_report.render_rst(results, chart=CHART.name))
     log(f"wrote {DOCS_PAGE.relative_to(_envs.REPO)}")
@@ -731,11 +756,21 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+def _shown_args(argv: Optional[List[str]]) -> List[str]:
+    """The command's arguments, with no path of this machine in them."""
+    return [
+        Path(arg).name if arg.startswith("/") else arg
+        for arg in (sys.argv[1:] if argv is None else argv)
+    ]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     if args.render_only:
         results = json.loads(args.out.read_text())
+        for extra in args.extra:
+            add_sections(results, json.loads(extra.read_text()), extra.name)
         render(results)
         return 0
     started = time.monotonic()
@@ -809,7 +844,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             "prompt_acks_option": native_default is not None,
             "prompt_acks_default": native_default,
             "failures": failures + run["failures"],
-            "command": "bench/run" + (" --quick" if args.quick else ""),
+            "command": " ".join(["bench/run", *_shown_args(argv)]),
         },
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,18 @@ def goal_ratio(notebook: Dict[str, Any], client: str, rtt: int) -> Optional[floa
     return ratio
 
 
+def _origin(section: Dict[str, Any]) -> List[str]:
+    """A line naming the run a section comes from, when not the page's own."""
+    origin = section.get("origin")
+    if not origin:
+        return []
+    return [
+        f"From another run than the rest of this page: ``{origin['command']}`` on"
+        f" {origin['date']} (``bench/results/{origin['file']}``).",
+        "",
+    ]
+
+
 def _list_table(caption: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = [f".. list-table:: {caption}", "   :header-rows: 1", ""]
     for row in [header, *rows]:
@@ -103,6 +115,7 @@ def render(notebook: Dict[str, Any], labels: Dict[str, str], order: Sequence[str
         "A notebook over a slow link",
         "---------------------------",
         "",
+        *_origin(notebook),
         f"A notebook of {notebook['cells']} small code cells (``x = i; print(x)``) run in"
         " one session, over a link that adds a fixed delay each way: a TCP proxy on"
         " 127.0.0.1 (``bench/_delay_proxy.py``, in a process of its own) in front of the"

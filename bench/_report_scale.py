@@ -101,6 +101,18 @@ def ratio(scale: Dict[str, Any], key: str, client: str, count: int) -> Optional[
     return a / b
 
 
+def _origin(section: Dict[str, Any]) -> List[str]:
+    """A line naming the run a section comes from, when not the page's own."""
+    origin = section.get("origin")
+    if not origin:
+        return []
+    return [
+        f"From another run than the rest of this page: ``{origin['command']}`` on"
+        f" {origin['date']} (``bench/results/{origin['file']}``).",
+        "",
+    ]
+
+
 def _list_table(caption: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = [f".. list-table:: {caption}", "   :header-rows: 1", ""]
     for row in [header, *rows]:
@@ -163,6 +175,7 @@ def render(
         "Many sessions",
         "-------------",
         "",
+        *_origin(scale),
         f"{', '.join(str(n) for n in counts)} sessions at once from one process, each with"
         " its own kernel on the default lab (direct): nublado_sync with one thread per"
         " session (the caller's), rubin-nublado-client with one task per session on one"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import functools
 import os
 import queue
 import threading
@@ -478,12 +479,13 @@ def run_notebooks(
     save_dir: Optional[Union[str, os.PathLike[str]]] = None,
     on_event: Optional[Callable[[NotebookRun], None]] = None,
     logger: Optional[Logger] = None,
+    queue_cells: bool = True,
 ) -> BatchResult:
     """Run many notebooks, each in a fresh kernel, at most ``jobs`` at a time.
 
     Every notebook gets its own session from ``open_session`` (a new kernel,
-    deleted when the notebook ends) and runs there cell by cell, stopping at
-    its first failing cell. A failure ends that notebook only; the others
+    deleted when the notebook ends) and runs there as `execute_notebook`
+    runs it, stopping at its first failing cell. A failure ends that notebook only; the others
     go on. All notebooks are read and checked before the first one starts.
 
     Runs in worker threads (a thread pool of ``jobs`` threads); the calling
@@ -518,6 +520,9 @@ def run_notebooks(
         whose ``outcome`` is `None`) and when it ends.
     logger
         Logger for problems beside the notebooks' own failures.
+    queue_cells
+        Send each notebook's cells at once (the default) or one by one; see
+        `execute_notebook`.
 
     Returns
     -------
@@ -553,7 +558,7 @@ def run_notebooks(
         cell_timeout=cell_timeout,
         save_dir=directory,
         logger=logger or default_logger(),
-        run_notebook=execute_notebook,
+        run_notebook=functools.partial(execute_notebook, queue_cells=queue_cells),
     )
     started_at = datetime.datetime.now(tz=datetime.timezone.utc)
     began = time.monotonic()

@@ -272,6 +272,14 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="write the executed notebook to this file, or into this directory",
     )
+    run.add_argument(
+        "--cell-by-cell",
+        action="store_true",
+        help=(
+            "send each notebook cell when the one before it is done, instead of"
+            " queueing them all at once as JupyterLab's Run All does"
+        ),
+    )
     batch = run.add_argument_group("many notebooks (a batch)")
     batch.add_argument(
         "--jobs",
@@ -498,6 +506,7 @@ class _Runner:
                 cell_timeout=self.args.timeout,
                 hooks=progress,
                 on_output=progress.wrap_output(on_output),
+                queue_cells=not self.args.cell_by_cell,
             )
         except (NubladoExecutionError, NubladoExecutionTimeoutError) as e:
             progress.close()

@@ -245,6 +245,7 @@ def run_batch(
             save_dir=args.save_notebook,
             on_event=on_event,
             logger=logger,
+            queue_cells=not args.cell_by_cell,
         )
     except KeyboardInterrupt as e:
         interrupted = e

@@ -571,7 +571,7 @@ class NubladoWebError(NubladoError):
 
     def __str__(self) -> str:
         # The server's own message, not its whole error page (``body``
-        # keeps that, and the debug log shows it).
+        # keeps that).
         summary = server_message(self.body)
         if summary and summary not in self.message:
             return f"{self.message}\nBody:\n{summary}"

@@ -73,6 +73,7 @@ class ExecutionCollector:
         self._on_output = on_output
         self._reply: Optional[Dict[str, Any]] = None
         self._idle = False
+        self._started = False
         self._outputs: List[Dict[str, Any]] = []
         # Stream text is kept as lists of chunks and joined once at the end,
         # so many small prints cost linear, not quadratic, time.
@@ -90,6 +91,30 @@ class ExecutionCollector:
     def done(self) -> bool:
         """Both ``execute_reply`` and the final ``idle`` status arrived."""
         return self._reply is not None and self._idle
+
+    @property
+    def idle(self) -> bool:
+        """The request's final ``idle`` status arrived."""
+        return self._idle
+
+    def settle_without_reply(self) -> None:
+        """Complete the request from its IOPub messages: its reply was lost.
+
+        The status is what the reply would have said: ``error`` after an
+        error output, ``aborted`` when the code never started (no
+        ``execute_input``), ``ok`` otherwise.
+        """
+        if self._error:
+            status = "error"
+        elif self._started:
+            status = "ok"
+        else:
+            status = "aborted"
+        self._reply = {"status": status}
+
+    def owns(self, parent: Optional[str]) -> bool:
+        """Whether a message with this parent id answers the request."""
+        return parent is not None and parent == self.msg_id
 
     def feed(self, msg: KernelMessage) -> None:
         """Take one message from the kernel; ignore what is not ours."""
@@ -116,7 +141,9 @@ class ExecutionCollector:
             if msg_type == "execute_reply":
                 self._reply = content
             return
-        if msg_type == "status":
+        if msg_type == "execute_input":
+            self._started = True
+        elif msg_type == "status":
             if content.get("execution_state") == "idle":
                 self._idle = True
         elif msg_type == "stream":

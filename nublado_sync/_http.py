@@ -22,7 +22,7 @@ from ._cancel import Cancellation
 from ._exceptions import NubladoRedirectError, NubladoUsageError, NubladoWebError
 from ._logging import Logger
 from ._reasons import server_message, status_explanation, transport_failure
-from ._redact import redact_secrets, redact_url
+from ._redact import redact_body, redact_secrets, redact_url
 from ._retry import IDEMPOTENT, RETRY_STATUSES, RetryPolicy
 
 if TYPE_CHECKING:
@@ -602,11 +602,11 @@ class HTTPSession:
             body = ""
         finally:
             response.close()
+        # The page stays in the exception's ``body`` (which redacts XSRF
+        # tokens and URL secrets); its message is what people read.
         body = self.redact(body)
-        if body:
-            # The whole page is for debugging; people read its message.
-            self._logger.debug("HTTP error body", method=method, url=url, body=body)
-        reason = server_message(body, response.headers.get("Content-Type", ""))
+        content_type = response.headers.get("Content-Type", "")
+        reason = server_message(redact_body(body), content_type)
         explanation = status_explanation(response.status_code, reason)
         return NubladoWebError(
             f"Status {response.status_code} from {method} {url}"

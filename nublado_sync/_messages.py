@@ -79,15 +79,24 @@ def make_request(
 
 
 def execute_request(
-    code: str, *, session: str, username: str, store_history: bool = False
+    code: str,
+    *,
+    session: str,
+    username: str,
+    store_history: bool = False,
+    stop_on_error: bool = True,
 ) -> KernelMessage:
-    """Build an ``execute_request`` that runs ``code`` without stdin."""
+    """Build an ``execute_request`` that runs ``code`` without stdin.
+
+    With ``stop_on_error``, an error makes the kernel abort the execute
+    requests queued behind this one.
+    """
     content = {
         "code": code,
         "silent": False,
         "store_history": store_history,
         "user_expressions": {},
         "allow_stdin": False,
-        "stop_on_error": True,
+        "stop_on_error": stop_on_error,
     }
     return make_request("shell", "execute_request", content, session=session, username=username)

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NoReturn, Optional, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Iterator,
+    Mapping,
+    NoReturn,
+    Optional,
+    Sequence,
+    Union,
+)
 
 from ._arguments import check_duration
 from ._deadline import Deadline
@@ -26,6 +37,7 @@ from ._execution import ExecutionCollector, MessageCallback, OutputCallback
 from ._logging import Logger, debug_enabled, default_logger
 from ._messages import KernelMessage, execute_request, make_request
 from ._models import CodeContext, ExecutionResult
+from ._pipeline import CellDeadline, PipelineCollector, QueuedCell, ResultCallback
 from ._reasons import one_line
 from ._reconnect import Continuity, ReconnectPolicy
 from ._transport import KernelSocket
@@ -333,7 +345,7 @@ class JupyterLabSession:
         self._check_open()
         self._claim()
         try:
-            with self._socket.io_lock:
+            with self._holding_socket():
                 return self._execute(
                     code,
                     context,
@@ -465,7 +477,7 @@ class JupyterLabSession:
         self._check_open()
         self._claim()
         try:
-            with self._socket.io_lock:
+            with self._holding_socket():
                 self._await_ready(deadline)
         except NubladoError as e:
             self._abandon(f"readiness check failed: {type(e).__name__}")
@@ -490,7 +502,7 @@ class JupyterLabSession:
         self._aborted = True
         self._socket.abort(error)
 
-    def _wrap(self, ws: websocket.WebSocket) -> KernelSocket:
+    def _wrap(self, ws: websocket.WebSocket, *, claimed: bool = False) -> KernelSocket:
         return KernelSocket(
             ws,
             user=self.username,
@@ -498,7 +510,19 @@ class JupyterLabSession:
             keepalive_interval=self._keepalive_interval,
             max_message_size=self._max_message_size,
             prompt_acks=self._prompt_acks,
+            claimed=claimed,
         )
+
+    @contextlib.contextmanager
+    def _holding_socket(self) -> Iterator[None]:
+        # The call reads the socket itself; the housekeeping thread stays
+        # away until it lets go (of the socket it ends with, after a
+        # reconnect: `_reconnect` hands the lock over).
+        self._socket.io_lock.acquire()
+        try:
+            yield
+        finally:
+            self._socket.release()
 
     def _reconnect(self, deadline: Deadline, cause: NubladoWebSocketError) -> None:
         """Open a new WebSocket to the kernel in place of the one that dropped.
@@ -538,7 +562,10 @@ class JupyterLabSession:
                 # knows no route until the hub gives it them again.
                 self._logger.info("Reconnect attempt failed", attempt=attempt, error=e.message)
                 continue
-            self._socket = self._wrap(ws)
+            # The new socket is held for this call from the start, so the
+            # housekeeper never reads it under the call; the old one is let go.
+            old, self._socket = self._socket, self._wrap(ws, claimed=True)
+            old.io_lock.release()
             if self._was_aborted():
                 # abort() ran while this connection was being made.
                 self._socket.cut()
@@ -725,6 +752,121 @@ class JupyterLabSession:
             )
         return result
 
+    def _execute_queued(
+        self,
+        cells: Sequence[QueuedCell],
+        *,
+        cell_timeout: Callable[[], Optional[datetime.timedelta]],
+        on_output: Optional[OutputCallback] = None,
+        on_result: Optional[ResultCallback] = None,
+        on_start: Optional[Callable[[int], None]] = None,
+    ) -> None:
+        """Send every cell at once, then wait until the kernel answered them all.
+
+        The kernel runs the queued requests one after the other without
+        waiting for the network (see `nublado_sync._pipeline`). Each cell's
+        result goes to ``on_result`` as it completes, failures included;
+        a cell sent with ``stop_on_error`` that fails makes the kernel abort
+        the rest (their results come with status ``aborted``).
+
+        Raises
+        ------
+        NubladoExecutionTimeoutError
+            The current cell ran past its deadline (``cell_timeout``, asked
+            as the cell starts); the kernel was interrupted, which aborts
+            the rest, and the session closed.
+        NubladoKernelDiedError
+            The kernel died in the current cell.
+        NubladoWebSocketError
+            The connection failed; the session is closed.
+        NubladoSessionClosedError
+            The session was closed, or aborted meanwhile.
+        NubladoUsageError
+            Another thread is using the session.
+        """
+        self._check_open()
+        self._claim()
+        try:
+            with self._socket.io_lock:
+                self._run_queued(cells, cell_timeout, on_output, on_result, on_start)
+        finally:
+            self._in_use.release()
+
+    def _run_queued(
+        self,
+        cells: Sequence[QueuedCell],
+        cell_timeout: Callable[[], Optional[datetime.timedelta]],
+        on_output: Optional[OutputCallback],
+        on_result: Optional[ResultCallback],
+        on_start: Optional[Callable[[int], None]],
+    ) -> None:
+        requests = [
+            execute_request(
+                cell.code,
+                session=self._client_id,
+                username=self.username,
+                stop_on_error=cell.stop_on_error,
+                store_history=cell.store_history,
+            )
+            for cell in cells
+        ]
+        pipeline = PipelineCollector(
+            [request.header["msg_id"] for request in requests],
+            cells,
+            cell_timeout=cell_timeout,
+            on_output=on_output,
+            on_result=on_result,
+            on_start=on_start,
+        )
+        deadline = CellDeadline(pipeline)
+        try:
+            self._socket.drain()
+            if self._socket.dropped:
+                # Found dropped while idle: reconnect before anything else.
+                self._reconnect(pipeline.deadline(), self._socket_error("dropped while idle"))
+            if not self._ready:
+                self._await_ready(pipeline.deadline())
+            for request in requests:
+                self._send_request(request, deadline)
+            self._logger.debug("Sent queued execute_requests", count=len(requests))
+            self._await_reply(pipeline, deadline)
+        except NubladoOutputLostError as e:
+            # A reconnect lost the rest of the queue's messages; the
+            # connection is fine again and the kernel idle.
+            e.context = pipeline.cell.context or e.context
+            raise
+        except NubladoKernelDiedError as e:
+            cell, collector = pipeline.cell, pipeline.collector
+            e.code, e.context, e.started_at = (
+                cell.code,
+                cell.context or e.context,
+                collector.started_at,
+            )
+            e.result = collector.result()
+            raise
+        except (NubladoTimeoutError, NubladoWebSocketError) as e:
+            if self._aborted:
+                self._close("aborted")
+                raise NubladoSessionClosedError(
+                    "The session was aborted while running the code", self.username
+                ) from e
+            cell, collector = pipeline.cell, pipeline.collector
+            if pipeline.deadline().expired() and not self._gave_up:
+                self._raise_timeout(
+                    cell.code, cell.context, pipeline.deadline(), collector.started_at, collector, e
+                )
+            self._abandon(f"{type(e).__name__}")
+            e.context, e.started_at = cell.context or e.context, collector.started_at
+            raise
+        except NubladoError as e:
+            self._abandon(type(e).__name__)
+            e.context = pipeline.cell.context or e.context
+            raise
+        except BaseException as e:
+            # KeyboardInterrupt, or an exception from a callback.
+            self._abandon(f"interrupted by {type(e).__name__}")
+            raise
+
     def _raise_timeout(
         self,
         code: str,
@@ -753,7 +895,9 @@ class JupyterLabSession:
         self._logger.warning("Kernel died while running code", detail=detail)
         return NubladoKernelDiedError(self.username, error=detail, status="dead")
 
-    def _await_reply(self, collector: ExecutionCollector, deadline: Deadline) -> None:
+    def _await_reply(
+        self, collector: Union[ExecutionCollector, PipelineCollector], deadline: Deadline
+    ) -> None:
         debug = debug_enabled(self._logger)
         continuity = Continuity()
         heard_at = time.monotonic()
@@ -767,6 +911,8 @@ class JupyterLabSession:
         barrier_replied = barrier_idle = False
         while not collector.done:
             now = time.monotonic()
+            if isinstance(collector, PipelineCollector) and self._settle_lost(collector, now):
+                continue
             if deadline.expired():
                 raise NubladoTimeoutError("Deadline passed", self.username)
             if probe_id is None and now - heard_at >= self._heartbeat_interval:
@@ -786,6 +932,9 @@ class JupyterLabSession:
                 wait = heard_at + self._heartbeat_interval - now
             else:
                 wait = probe_sent_at + self._heartbeat_timeout - now
+            if isinstance(collector, PipelineCollector):
+                settle = collector.next_settle(now)
+                wait = wait if settle is None else min(wait, settle)
             reconnects = continuity.reconnects
             msg = self._recv(wait, deadline, continuity)
             if continuity.reconnects != reconnects:
@@ -803,10 +952,10 @@ class JupyterLabSession:
                     "Received kernel message",
                     channel=msg.channel,
                     msg_type=msg.msg_type,
-                    ours=msg.parent_id == collector.msg_id,
+                    ours=collector.owns(msg.parent_id),
                 )
             parent = msg.parent_id
-            if parent is not None and parent in (probe_id, collector.msg_id, barrier_id):
+            if parent is not None and (parent in (probe_id, barrier_id) or collector.owns(parent)):
                 heard_at = time.monotonic()
                 if parent == probe_id:
                     probe_id = None
@@ -849,6 +998,16 @@ class JupyterLabSession:
                 status="output lost",
                 result=collector.result(),
             )
+
+    def _settle_lost(self, pipeline: PipelineCollector, now: float) -> bool:
+        settled = pipeline.settle_lost_replies(now)
+        for index in settled:
+            self._logger.warning(
+                "The server lost the kernel's reply to a queued cell;"
+                " its outcome is taken from its outputs",
+                cell=index + 1,
+            )
+        return bool(settled)
 
     def _restarted(self, msg: KernelMessage) -> bool:
         # A dead kernel's restart is announced by a status message that can

@@ -21,7 +21,7 @@ from ._http import HTTPSession, check_proxies
 from ._interrupts import deferred_interrupts
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
-from ._reasons import one_line
+from ._reasons import one_line, transport_failure
 from ._redact import redact_url
 from ._retry import RetryPolicy
 from ._wire import V1_SUBPROTOCOL
@@ -318,9 +318,13 @@ class JupyterLabSessionManager:
             raise self._open_error(e) from None
 
     def _open_error(self, e: Exception) -> NubladoWebSocketError:
-        text = self._api.http.redact(str(e))
+        # In words, as for HTTP; the library's own text goes to the debug log.
+        self._logger.debug(
+            "WebSocket open failed", error=self._api.http.redact(f"{type(e).__name__}: {e}")
+        )
+        words = transport_failure(e, redact_url(self._api.base_url))
         return NubladoWebSocketError(
-            f"Cannot open WebSocket: {type(e).__name__}: {text}", self.username
+            f"Cannot open WebSocket: {self._api.http.redact(words)}", self.username
         )
 
     def cancel_in_flight(self, error: NubladoError) -> None:

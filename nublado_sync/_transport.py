@@ -299,6 +299,10 @@ _MIN_TIMEOUT = 0.001
 # Time allowed for the rest of a frame whose start is already in, when
 # reading what arrived while idle.
 _DRAIN_TIMEOUT = 1.0
+# Frames read at most by one drain: a server that never stops sending must
+# not keep the housekeeper from the other sockets.
+_DRAIN_FRAMES = 100
+_KEEPALIVE_SEND_TIMEOUT = 2.0
 
 
 class KernelSocket:
@@ -321,7 +325,12 @@ class KernelSocket:
         Seconds between unsolicited pong frames while idle, or `None` for no
         keepalive. jupyter_server closes a socket that has not answered its
         pings for a while, and websocket-client answers pings only while
-        reading; a pong frame resets the server's timer.
+        reading; a pong frame resets the server's timer. Unless `None`, the
+        process's housekeeping thread (`~._housekeeping.Housekeeper`) also
+        answers the server's pings while no call reads the socket.
+    claimed
+        Hold `io_lock` for the calling thread from the start (a socket
+        opened again in the middle of a call).
     """
 
     def __init__(
@@ -333,6 +342,7 @@ class KernelSocket:
         keepalive_interval: Optional[float],
         max_message_size: Optional[int] = None,
         prompt_acks: bool = True,
+        claimed: bool = False,
     ) -> None:
         self._ws = ws
         self._user = user
@@ -348,9 +358,14 @@ class KernelSocket:
         self._poll = _poller(ws)
         self.subprotocol = ws.getsubprotocol()
         self.is_v1 = self.subprotocol == V1_SUBPROTOCOL
-        # Held by the call that reads; the keepalive thread stays away then,
-        # since the reader answers the server's pings itself.
-        self.io_lock = threading.Lock()
+        # Held by the call that reads; the housekeeping thread stays away
+        # then, since the reader answers the server's pings itself.
+        # Reentrant: a call that gives up closes the socket it holds.
+        self.io_lock = threading.RLock()
+        # Set by the housekeeper when the socket became readable while a
+        # call held it; the call re-arms the watch when it lets go.
+        self.parked = False
+        self._fd = ws.sock.fileno() if ws.sock is not None else -1
         # websocket-client locks frame writes only when the connection was
         # made with enable_multithread; an interrupt from another thread, the
         # keepalive and the pongs recv sends for pings must never interleave.
@@ -362,15 +377,25 @@ class KernelSocket:
         self.dropped = False
         self._stop = threading.Event()
         self._aborted: Optional[NubladoError] = None
-        self._keepalive: Optional[threading.Thread] = None
-        if keepalive_interval is not None and keepalive_interval > 0:
-            self._keepalive = threading.Thread(
-                target=self._keep_alive,
-                args=(keepalive_interval,),
-                name=f"nublado-keepalive-{user}",
-                daemon=True,
-            )
-            self._keepalive.start()
+        if claimed:
+            self.io_lock.acquire()
+        self._housekept = keepalive_interval is not None
+        if self._housekept:
+            from ._housekeeping import HOUSEKEEPER
+
+            HOUSEKEEPER.add(self, keepalive_interval)
+
+    def fileno(self) -> int:
+        """Return the socket's file descriptor (-1 without a socket)."""
+        return self._fd
+
+    def release(self) -> None:
+        """Let go of `io_lock` after a call, and let the housekeeper watch again."""
+        self.io_lock.release()
+        if self._housekept and self.parked:
+            from ._housekeeping import HOUSEKEEPER
+
+            HOUSEKEEPER.rearm(self)
 
     @property
     def connected(self) -> bool:
@@ -514,7 +539,9 @@ class KernelSocket:
         while idle (`dropped`), so that the call reconnects before it sends
         rather than sending into a dead socket.
         """
-        while self._waiting():
+        for _ in range(_DRAIN_FRAMES):
+            if not self._waiting():
+                return
             try:
                 self.recv(_DRAIN_TIMEOUT)
             except (NubladoWebSocketError, NubladoProtocolError):
@@ -565,18 +592,11 @@ class KernelSocket:
         with contextlib.suppress(websocket.WebSocketException, OSError):
             self._ws.pong(b"")
 
-    def _keep_alive(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            # Skip a beat rather than wait while a request is reading: its
-            # reads answer the server's pings themselves.
-            if self.io_lock.acquire(blocking=False):
-                try:
-                    if not self._ws.connected:
-                        return
-                    self._ws.settimeout(min(interval, 2.0))
-                    self.pong()
-                finally:
-                    self.io_lock.release()
+    def keepalive(self) -> None:
+        """Send the keepalive pong (by the housekeeper, holding `io_lock`)."""
+        if self._ws.connected and not self._stop.is_set():
+            self._ws.settimeout(_KEEPALIVE_SEND_TIMEOUT)
+            self.pong()
 
     def cut(self) -> None:
         """Shut the connection down from any thread; never raises.
@@ -598,11 +618,18 @@ class KernelSocket:
         raises.
         """
         self._stop.set()
-        if self._keepalive is not None and self._keepalive is not threading.current_thread():
-            self._keepalive.join()
+        if self._housekept:
+            from ._housekeeping import HOUSEKEEPER
+
+            HOUSEKEEPER.remove(self)
+        # Wait for a read the housekeeper may have in progress (bounded:
+        # the rest of one frame); the calling thread may hold the lock.
+        locked = self.io_lock.acquire(timeout=_DRAIN_TIMEOUT + 1.0)
         try:
             self._ws.close(timeout=timeout)
         except Exception:
             self._logger.debug("Error closing WebSocket", exc_info=True)
         finally:
             self._ws.shutdown()  # type: ignore[no-untyped-call]
+            if locked:
+                self.io_lock.release()

@@ -8,8 +8,9 @@ opened in JupyterLab.
 
 from __future__ import annotations
 
+import copy
 import datetime
-from typing import Any, Callable, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from .._deadline import Deadline
 from .._exceptions import (
@@ -18,8 +19,10 @@ from .._exceptions import (
     NubladoKernelDiedError,
     NubladoUsageError,
 )
-from .._execution import OutputCallback
-from .._models import CodeContext
+from .._execution import MessageCallback, OutputCallback
+from .._logging import default_logger
+from .._models import CodeContext, ExecutionResult
+from .._pipeline import QueuedCell
 from .._session import JupyterLabSession
 from ._cells import CellRecorder, DisplayRegistry
 from ._format import dump_notebook
@@ -69,6 +72,7 @@ def execute_notebook(
     on_cell_complete: Optional[CellHook] = None,
     on_cell_error: Optional[CellHook] = None,
     on_output: Optional[OutputCallback] = None,
+    queue_cells: bool = True,
 ) -> str:
     """Run every code cell of a notebook, in order, and return it executed.
 
@@ -146,6 +150,7 @@ def execute_notebook(
         on_cell_complete=_hook(hooks, "on_cell_complete", on_cell_complete),
         on_cell_error=_hook(hooks, "on_cell_error", on_cell_error),
         on_output=on_output,
+        queue_cells=queue_cells,
     )
     return dump_notebook(notebook)
 
@@ -163,6 +168,7 @@ def run_cells(
     on_cell_error: Optional[CellHook] = None,
     on_output: Optional[OutputCallback] = None,
     node: Callable[[Dict[str, Any]], Dict[str, Any]] = dict,
+    queue_cells: bool = False,
 ) -> None:
     """Run a prepared notebook's code cells in place (see `execute_notebook`).
 
@@ -194,6 +200,8 @@ def run_cells(
         Called with each output as it arrives.
     node
         Makes the dicts written into the notebook.
+    queue_cells
+        Send the cells queued at once (see `execute_notebook`).
 
     Raises
     ------
@@ -210,6 +218,21 @@ def run_cells(
     start_hook, complete_hook, error_hook = on_cell_start, on_cell_complete, on_cell_error
     deadline = Deadline(notebook_limit)
     displays = DisplayRegistry()
+    if queue_cells:
+        _run_cells_queued(
+            session,
+            notebook,
+            name=name,
+            cell_limit=cell_limit,
+            notebook_limit=notebook_limit,
+            deadline=deadline,
+            displays=displays,
+            allow_errors=allow_errors,
+            hooks=(start_hook, complete_hook, error_hook),
+            on_output=on_output,
+            node=node,
+        )
+        return
     for run in code_cells(notebook, name):
         if start_hook is not None:
             start_hook(run)
@@ -293,3 +316,135 @@ def _notebook_timeout(
         f"The notebook's deadline of {limit.total_seconds():.02f}s passed in {run.label}"
     )
     return error
+
+
+def _allowed_to_fail(run: NotebookCell, allow_errors: bool) -> bool:
+    return allow_errors or RAISES_EXCEPTION_TAG in cell_tags(run.cell)
+
+
+def _run_cells_queued(
+    session: JupyterLabSession,
+    notebook: Dict[str, Any],
+    *,
+    name: Optional[str],
+    cell_limit: Optional[datetime.timedelta],
+    notebook_limit: Optional[datetime.timedelta],
+    deadline: Deadline,
+    displays: DisplayRegistry,
+    allow_errors: bool,
+    hooks: Tuple[Optional[CellHook], Optional[CellHook], Optional[CellHook]],
+    on_output: Optional[OutputCallback],
+    node: Callable[[Dict[str, Any]], Dict[str, Any]],
+) -> None:
+    """Run the cells queued at once (see `nublado_sync._pipeline`).
+
+    The notebook comes out as cell by cell: a cell not allowed to fail goes
+    with ``stop_on_error``, so the kernel aborts the cells behind it, and
+    whatever those aborted cells received (a recorder made as they started,
+    before the failure was known) is put back as it was.
+    """
+    start_hook, complete_hook, error_hook = hooks
+    runs = list(code_cells(notebook, name))
+    if not runs:
+        return
+    contexts = [CodeContext(notebook=name, cell=r.id, cell_number=str(r.number)) for r in runs]
+    recorders: Dict[int, CellRecorder] = {}
+    before: Dict[int, Dict[str, Any]] = {}
+    failed: List[int] = []
+    results: List[ExecutionResult] = []
+
+    def on_start(index: int) -> None:
+        if failed:
+            return
+        cell = runs[index].cell
+        before[index] = copy.deepcopy(
+            {key: cell[key] for key in ("outputs", "execution_count", "metadata") if key in cell}
+        )
+        if start_hook is not None:
+            start_hook(runs[index])
+        recorders[index] = CellRecorder(cell, displays, node)
+
+    def message_to(index: int) -> MessageCallback:
+        def on_message(msg: Dict[str, Any]) -> None:
+            recorder = recorders.get(index)
+            if recorder is not None and not (failed and index > failed[0]):
+                recorder.on_message(msg)
+
+        return on_message
+
+    def on_result(index: int, result: ExecutionResult) -> None:
+        results.append(result)
+        run = runs[index]
+        if failed:
+            if result.status != "aborted":
+                session_logger.warning(
+                    "A cell ran after an earlier cell failed: its request was on its way"
+                    " to the kernel when the kernel aborted the queue; its outputs are"
+                    " left out",
+                    cell=run.id,
+                )
+            return
+        run.result = result
+        failed_here = result.status != "ok"
+        if failed_here and error_hook is not None:
+            error_hook(run)
+        if complete_hook is not None:
+            complete_hook(run)
+        if failed_here and not (result.status == "error" and _allowed_to_fail(run, allow_errors)):
+            failed.append(index)
+
+    def restore_after_failure() -> None:
+        if not failed:
+            return
+        for index, saved in before.items():
+            if index > failed[0]:
+                cell = runs[index].cell
+                for key in ("outputs", "execution_count", "metadata"):
+                    cell.pop(key, None)
+                cell.update(saved)
+
+    session_logger = default_logger()
+    queue = [
+        QueuedCell(
+            run.source,
+            context,
+            stop_on_error=not _allowed_to_fail(run, allow_errors),
+            store_history=True,
+            on_message=message_to(index),
+        )
+        for index, (run, context) in enumerate(zip(runs, contexts))
+    ]
+    try:
+        session._execute_queued(
+            queue,
+            cell_timeout=lambda: _cell_deadline(cell_limit, deadline),
+            on_output=on_output,
+            on_result=on_result,
+            on_start=on_start,
+        )
+    except NubladoExecutionTimeoutError as e:
+        restore_after_failure()
+        current = min(len(results), len(runs) - 1)
+        if notebook_limit is not None and deadline.expired():
+            late = _notebook_timeout(session, runs[current], contexts[current], notebook_limit, e)
+            late.notebook = dump_notebook(notebook)
+            raise late from e
+        e.notebook = dump_notebook(notebook)
+        raise
+    except NubladoKernelDiedError as e:
+        restore_after_failure()
+        e.notebook = dump_notebook(notebook)
+        raise
+    restore_after_failure()
+    if failed:
+        run, result = runs[failed[0]], results[failed[0]]
+        raise NubladoExecutionError(
+            session.username,
+            code=run.source,
+            context=contexts[failed[0]],
+            error=result.error_text,
+            status=result.status or "unknown",
+            started_at=result.started_at,
+            result=result,
+            notebook=dump_notebook(notebook),
+        )

@@ -455,3 +455,38 @@ def test_abort_from_another_thread_ends_the_call(server: JupyterServer) -> None:
         with pytest.raises(NubladoSessionClosedError):
             session.run_python("1")
         session.abort()  # again: nothing happens
+
+
+def test_cli_batch_live_status_on_a_terminal(stock_server: JupyterServer, tmp_path: Path) -> None:
+    import pty
+
+    a = write(tmp_path / "a.ipynb", notebook(code("a", "print('a')")))
+    b = write(tmp_path / "b.ipynb", notebook(code("b", "1/0")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
+    env.update(server_env(stock_server))
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "nublado_sync", "run", *server_args(stock_server), str(a), str(b)],
+        env=env,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    ) as process:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(60)
+    os.close(leader)
+    screen = b"".join(chunks).decode()
+    assert process.returncode == 1
+    # The status line, redrawn in place, then the lines of finished notebooks.
+    assert "\r\x1b[K[0/2 done, 0 failed, " in screen
+    assert "running]" in screen
+    assert "\r\x1b[KFAILED" in screen
+    assert "2 notebooks in " in screen

@@ -152,6 +152,25 @@ def test_status_json_on_failure(hub: TestHub) -> None:
     assert report["error"]["type"] == "NubladoWebError"
 
 
+def test_batch_spawns_one_lab_for_many_notebooks(hub: TestHub, tmp_path: Path) -> None:
+    env = env_for(hub, "carol")
+    for name, source in (("a", "print('a')"), ("b", "print('b')"), ("c", "1/0")):
+        cell = {"cell_type": "code", "id": name, "metadata": {}, "outputs": [], "source": source}
+        (tmp_path / f"{name}.ipynb").write_text(
+            json.dumps({"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]})
+        )
+    result = nublado_sync(
+        "run", "--size", "Small", "--jobs", "2", "--json", "--stop", str(tmp_path), env=env
+    )
+    assert result.returncode == 1, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["counts"]["passed"] == 2
+    assert summary["counts"]["failed"] == 1
+    # One spawn for the three notebooks; each had its own kernel, all gone.
+    assert len(hub.spawn_forms("carol")) == 1
+    assert nublado_sync("status", env=env).stdout == "stopped\n"
+
+
 def test_bad_notebook_refused_before_any_spawn(hub: TestHub, tmp_path: Path) -> None:
     # Bad input is refused before the lab is spawned (issue 13).
     env = env_for(hub, "carol")

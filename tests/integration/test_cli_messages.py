@@ -190,7 +190,11 @@ def test_server_dying_mid_run_gives_one_line_warnings(tmp_path: Path) -> None:
     ("content", "words"),
     [
         ("", "Notebook is not JSON: Expecting value: line 1 column 1 (char 0)"),
-        ('{"nbformat": 3, "cells": []}', "Only nbformat 4 notebooks are supported, not 3"),
+        (
+            '{"nbformat": 3, "cells": []}',
+            "Notebook is nbformat 3; only nbformat 4 notebooks are supported (JupyterLab, or"
+            " jupyter nbconvert --to notebook, converts it)",
+        ),
     ],
     ids=["not-json", "nbformat-3"],
 )

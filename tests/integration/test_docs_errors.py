@@ -14,6 +14,7 @@ timestamps and durations.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import socket
@@ -46,6 +47,25 @@ counts = json.loads('{"visits": 3}')
 print("visits:", counts["visits"])
 print("errors:", counts["errors"])
 """
+
+
+REPORT = json.dumps(
+    {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "report",
+                "metadata": {},
+                "source": "print('report')",
+                "outputs": [],
+                "execution_count": None,
+            }
+        ],
+    }
+)
 
 
 @dataclass
@@ -177,7 +197,7 @@ MISTAKES: List[Mistake] = [
         f"nublado-sync run --server-url {SHOWN_SERVER} report.ipynb"
         " --save-notebook out/report.ipynb",
         "Nothing was started. Create the directory first.",
-        files={"report.ipynb": '{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}'},
+        files={"report.ipynb": REPORT},
     ),
 ]
 

@@ -501,7 +501,7 @@ def test_delete_hangs(rogue: RogueKernelServer) -> None:
         "delete-hang", lambda: manager.__exit__(None, None, None), 2 * DEADLINE, rogue.close
     )
     assert isinstance(outcome.error, NubladoWebError)
-    assert str(outcome.error).startswith("Read timeout")
+    assert str(outcome.error).startswith("Read timeout: no answer from ")
     assert_clean(outcome.error)
 
 

@@ -82,7 +82,7 @@ def rss() -> int:
 
 def proxied(server: JupyterServer, proxy: TCPProxy, **kwargs: Any) -> Any:
     manager = lab(server, **kwargs)
-    manager._api.base_url = proxy.url()
+    manager._api._base_url = proxy.url()
     return manager
 
 

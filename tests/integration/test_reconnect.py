@@ -56,7 +56,7 @@ def proxy(server: JupyterServer) -> Iterator[TCPProxy]:
 
 def proxied(server: JupyterServer, proxy: TCPProxy, **kwargs: Any) -> JupyterLabSessionManager:
     manager = lab(server, **kwargs)
-    manager._api.base_url = proxy.url()
+    manager._api._base_url = proxy.url()
     return manager
 
 

@@ -353,13 +353,13 @@ def tls_server() -> Iterator[RogueKernelServer]:
 def test_self_signed_refused_by_default(tls_server: RogueKernelServer) -> None:
     with pytest.raises(NubladoWebError) as info, open_lab_session(tls_server.url, TOKEN):
         pass
-    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+    assert "is not trusted" in str(info.value)
     with (
         NubladoClient("alice", TOKEN, hub_url=tls_server.url) as client,
         pytest.raises(NubladoWebError) as hub_info,
     ):
         client.auth_to_hub()
-    assert "CERTIFICATE_VERIFY_FAILED" in str(hub_info.value)
+    assert "is not trusted" in str(hub_info.value)
     # The TLS handshake failed before any request: the token never went out.
     assert tls_server.seen == []
     assert_no_secret(texts_of(info.value) + texts_of(hub_info.value), [TOKEN])

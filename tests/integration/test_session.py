@@ -197,7 +197,7 @@ def test_server_closes_socket_mid_call(stock_server: JupyterServer) -> None:
         # Reconnecting off: the drop itself is reported (test_reconnect.py
         # has the reconnects).
         manager = lab(stock_server, reconnect=None)
-        manager._api.base_url = proxy.url()
+        manager._api._base_url = proxy.url()
         with manager as session:
             started = threading.Event()
             with pytest.raises(NubladoWebSocketError) as info:
@@ -219,7 +219,7 @@ def test_connection_dropped_mid_call(stock_server: JupyterServer) -> None:
         # Reconnecting off: the drop itself is reported (test_reconnect.py
         # has the reconnects).
         manager = lab(stock_server, reconnect=None)
-        manager._api.base_url = proxy.url()
+        manager._api._base_url = proxy.url()
         with manager as session, pytest.raises(NubladoWebSocketError):
             session.execute(
                 "print('started', flush=True)\nimport time; time.sleep(60)",
@@ -233,7 +233,7 @@ def test_silent_connection_detected_without_deadline(stock_server: JupyterServer
     host, port = stock_server.url.split("//")[1].rstrip("/").split(":")
     with running_proxy((host, int(port))) as proxy:
         manager = lab(stock_server, heartbeat_interval=seconds(1), heartbeat_timeout=seconds(2))
-        manager._api.base_url = proxy.url()
+        manager._api._base_url = proxy.url()
         with manager as session:
             start = time.monotonic()
             with pytest.raises(NubladoKernelDiedError) as info:
@@ -393,7 +393,7 @@ def test_prompt_ack_pongs_only_while_a_reply_is_awaited(
     host, port = stock_server.url.split("//")[1].rstrip("/").split(":")
     with running_proxy((host, int(port))) as proxy:
         manager = lab(stock_server, prompt_acks=prompt_acks)
-        manager._api.base_url = proxy.url()
+        manager._api._base_url = proxy.url()
         with manager as session:
             # Opening waits for the readiness probe's reply: acknowledged too.
             after_open = proxy.client_frames().get("pong", 0)

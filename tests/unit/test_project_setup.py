@@ -15,9 +15,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Installed by scripts/test on its own (without its dependencies), for the
-# Rubin execution endpoint of the test labs.
-INSTALLED_APART = {"rsp-jupyter-extensions"}
+# Installed by scripts/test on their own: the Rubin execution endpoint of
+# the test labs (without its dependencies), and Prefect in the orchestrator
+# environment (.venv-orchestrator).
+INSTALLED_APART = {"rsp-jupyter-extensions", "prefect"}
 
 
 def _normal(name: str) -> str:
@@ -50,8 +51,10 @@ def test_pyproject_declares_the_build_system() -> None:
 def test_scripts_rebuild_their_environments_when_the_build_changes() -> None:
     for script in ("scripts/test", "scripts/run-local"):
         text = (ROOT / script).read_text()
-        stamp = next(line for line in text.splitlines() if "sha256sum" in line)
-        assert "pyproject.toml" in stamp, script
+        stamps = [line for line in text.splitlines() if "sha256sum" in line]
+        assert stamps, script
+        for stamp in stamps:
+            assert "pyproject.toml" in stamp, (script, stamp)
 
 
 @pytest.mark.skipif(sys.version_info < (3, 10), reason="needs packages_distributions")

@@ -241,9 +241,9 @@ def test_kernel_answers_heartbeats_while_busy(mock: MockJupyter) -> None:
 
 def test_stop_leaves_no_threads() -> None:
     def mine() -> List[str]:
-        # The client's own keepalive thread is the client's business.
+        # The client's own housekeeping thread is the client's business.
         threads = set(threading.enumerate()) - before
-        return [t.name for t in threads if not t.name.startswith("nublado-keepalive")]
+        return [t.name for t in threads if not t.name.startswith("nublado-housekeeping")]
 
     before = set(threading.enumerate())
     with MockJupyter(users={"alice": TOKEN}) as mock:

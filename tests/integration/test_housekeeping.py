@@ -1,0 +1,120 @@
+"""One housekeeping thread for every idle session: threads, sockets, pings.
+
+Many sessions would need many kernels, which a 2-core machine starts
+slowly; the WebSocket side is what the housekeeping thread looks after, so
+here one kernel serves many WebSockets, each its own `JupyterLabSession`
+(as a caller who opens the socket itself would make one), on a server that
+pings every 2 s and closes a socket that has not answered for 4 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import threading
+import time
+import uuid
+from typing import Iterator, List, Tuple
+
+import pytest
+import websocket
+
+from nublado_sync import JupyterLabSession, NubladoWebSocketError
+
+from ..jupyter_servers import JupyterServer, running_jupyter_server
+from .conftest import lab, seconds
+
+pytestmark = pytest.mark.integration
+
+PING_INTERVAL = 2.0
+PING_TIMEOUT = 4.0
+IDLE = 13.0
+"""Seconds idle: three of the server's ping timeouts and then some."""
+SESSIONS = 50
+
+
+@pytest.fixture(scope="module")
+def pinging_server() -> Iterator[JupyterServer]:
+    with running_jupyter_server(ping_interval=PING_INTERVAL, ping_timeout=PING_TIMEOUT) as server:
+        yield server
+
+
+def housekeepers() -> List[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "nublado-housekeeping" and t.is_alive()]
+
+
+def fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@contextlib.contextmanager
+def sessions_on_one_kernel(
+    server: JupyterServer, count: int, **options: object
+) -> Iterator[Tuple[JupyterLabSession, List[JupyterLabSession]]]:
+    """One managed session and ``count - 1`` more WebSockets to its kernel."""
+    extra: List[JupyterLabSession] = []
+    # Unsolicited pongs only every minute: surviving the 4 s ping timeout
+    # is the ping answers' doing.
+    options.setdefault("keepalive_interval", datetime.timedelta(seconds=60))
+    manager = lab(server, **options)
+    with manager as first:
+        kernel = manager.kernel_id
+        try:
+            for _ in range(count - 1):
+                url = f"{server.ws_url}api/kernels/{kernel}/channels?session_id={uuid.uuid4().hex}"
+                ws = websocket.create_connection(
+                    url,
+                    header={"Authorization": f"token {server.token}"},
+                    subprotocols=["v1.kernel.websocket.jupyter.org"],
+                    timeout=30,
+                )
+                extra.append(
+                    JupyterLabSession(
+                        username="tester",
+                        session_id="extra",
+                        socket=ws,
+                        **options,  # type: ignore[arg-type]
+                    )
+                )
+            yield first, extra
+        finally:
+            for session in extra:
+                session.close()
+
+
+def test_idle_sessions_share_one_thread_and_answer_pings(pinging_server: JupyterServer) -> None:
+    threads_before = threading.active_count()
+    fds_before = fd_count()
+    with sessions_on_one_kernel(pinging_server, SESSIONS) as (first, extra):
+        every = [first, *extra]
+        # N sessions: N WebSockets, one HTTP connection, and the
+        # housekeeper's epoll and wake-up pair; one thread for them all.
+        assert fd_count() - fds_before <= SESSIONS + 4
+        assert threading.active_count() - threads_before <= 1
+        assert len(housekeepers()) == 1
+        start = time.monotonic()
+        time.sleep(IDLE)  # the idleness under test, not synchronisation
+        idle = time.monotonic() - start
+        assert idle >= IDLE
+        for number, session in enumerate(every):
+            out = session.run_python(f"print({number})", timeout=seconds(30))
+            assert out == f"{number}\n", f"session {number} after {idle:.1f} s idle"
+        assert threading.active_count() - threads_before <= 1
+    # Closing the last session ends the thread.
+    assert housekeepers() == []
+    assert threading.active_count() == threads_before
+    assert fd_count() == fds_before
+
+
+def test_without_housekeeping_idle_sessions_die(pinging_server: JupyterServer) -> None:
+    # The control: the same server closes sockets nobody answers for.
+    with sessions_on_one_kernel(pinging_server, 3, keepalive_interval=None, reconnect=None) as (
+        first,
+        extra,
+    ):
+        assert housekeepers() == []
+        time.sleep(IDLE)  # the idleness under test
+        for session in [first, *extra]:
+            with pytest.raises(NubladoWebSocketError):
+                session.run_python("print('alive')", timeout=seconds(10))
