@@ -50,6 +50,10 @@ def test_prefect_flow_runs_a_notebook_in_the_hub(hub: TestHub, tmp_path: Path) -
             "PREFECT_HOME": str(tmp_path / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            # Prefect's temporary API server (127.0.0.1) starts slowly on a
+            # loaded two-core machine; its default 20 s is not enough there.
+            "PREFECT_SERVER_EPHEMERAL_ENABLED": "true",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         }
     )
     try:
@@ -58,7 +62,7 @@ def test_prefect_flow_runs_a_notebook_in_the_hub(hub: TestHub, tmp_path: Path) -
             env=env,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=420,
             check=False,
         )
         assert done.returncode == 0, done.stderr[-3000:]
