@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import socket
+import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
@@ -252,6 +253,13 @@ class _Server(ThreadingHTTPServer):
                 self._connections.add(connection)
             else:
                 self._connections.discard(connection)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that resets or drops its connection (a test of timeouts,
+        # a closed client) is normal here; anything else keeps the default
+        # traceback on stderr.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
     def drop_connections(self) -> None:
         with self._lock:
