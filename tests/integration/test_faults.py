@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Type
 
 import pytest
 
@@ -182,7 +182,7 @@ def bug(reason: str) -> pytest.MarkDecorator:
 @dataclass
 class OpenFault:
     faults: Faults
-    error: Union[Type[NubladoError], Tuple[Type[NubladoError], ...]]
+    error: Type[NubladoError]
     created: bool = False
     """The server made a session before the fault struck."""
     budget: float = DEADLINE
@@ -195,13 +195,6 @@ ENDLESS = "a response body that never ends is read without a deadline"
 
 OPEN_FAULTS = {
     "create-hang": OpenFault(Faults(http={"create": "hang"}), NubladoWebError, created=True),
-    # The lost answer is either found again by the session's path (and the
-    # rest of the deadline runs out opening its WebSocket) or not in time.
-    "create-close": OpenFault(
-        Faults(http={"create": "close"}),
-        (NubladoWebError, NubladoTimeoutError),
-        created=True,
-    ),
     "create-500": OpenFault(Faults(http={"create": "500"}), NubladoWebError),
     "create-html-error": OpenFault(Faults(http={"create": "html_error"}), NubladoWebError),
     "create-html-200": OpenFault(Faults(http={"create": "html"}), NubladoProtocolError),
@@ -245,6 +238,18 @@ def test_open_fault(
     assert rogue.live_sessions() == [], "the session was left on the server"
     # Nothing followed the redirects out of the URL space.
     assert elsewhere.seen == []
+
+
+def test_lost_create_answer_is_found_again(rogue: RogueKernelServer) -> None:
+    # The server made the session but its answer was lost (the connection
+    # closed): the client finds the session again by its unique path instead
+    # of failing or making a second one (issue 14), and still cleans it up.
+    # Not in OPEN_FAULTS: with the recovery this fault is not a failure.
+    rogue.faults = Faults(http={"create": "close"})
+    with lab(rogue.url, timeout=seconds(10), websocket_open_timeout=seconds(10)):
+        assert rogue.created.is_set()
+        assert len(rogue.live_sessions()) == 1
+    assert rogue.live_sessions() == [], "the session was left on the server"
 
 
 def test_handshake_403_body_is_kept_and_redacted(rogue: RogueKernelServer) -> None:
