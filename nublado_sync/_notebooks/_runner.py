@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import datetime
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple, Union
 
 from .._deadline import Deadline
 from .._exceptions import (
@@ -353,6 +353,23 @@ def _run_cells_queued(
     failed: List[int] = []
     results: List[ExecutionResult] = []
 
+    # A queued cell can go busy before the cell ahead of it is complete (its
+    # reply and the next cell's status travel on different channels), so
+    # start hooks are held back until the previous cell's hooks have run:
+    # callers see start, complete, start, complete, as cell by cell.
+    started: Set[int] = set()
+    completed: Set[int] = set()
+    next_start = [0]
+
+    def announce_starts() -> None:
+        while True:
+            index = next_start[0]
+            if index not in started or (index > 0 and index - 1 not in completed):
+                return
+            next_start[0] += 1
+            if start_hook is not None and not failed:
+                start_hook(runs[index])
+
     def on_start(index: int) -> None:
         if failed:
             return
@@ -360,9 +377,9 @@ def _run_cells_queued(
         before[index] = copy.deepcopy(
             {key: cell[key] for key in ("outputs", "execution_count", "metadata") if key in cell}
         )
-        if start_hook is not None:
-            start_hook(runs[index])
         recorders[index] = CellRecorder(cell, displays, node)
+        started.add(index)
+        announce_starts()
 
     def message_to(index: int) -> MessageCallback:
         def on_message(msg: Dict[str, Any]) -> None:
@@ -374,6 +391,14 @@ def _run_cells_queued(
 
     def on_result(index: int, result: ExecutionResult) -> None:
         results.append(result)
+        announce_starts()
+        try:
+            report(index, result)
+        finally:
+            completed.add(index)
+            announce_starts()
+
+    def report(index: int, result: ExecutionResult) -> None:
         run = runs[index]
         if failed:
             if result.status != "aborted":

@@ -293,7 +293,7 @@ def test_open_close_cycles_rogue() -> None:
     # The client's side of a session's life, many times over, against the
     # fake server (milliseconds a cycle): the same code as with a real lab.
     cycles, warmup = 300, 20
-    with running_rogue_kernel("t") as rogue:
+    with running_rogue_kernel("not-a-token") as rogue:
 
         def cycle() -> None:
             with lab_rogue(rogue.url) as session:
