@@ -5,6 +5,11 @@ anything starts, shows progress (a live status line on a terminal, one
 line per finished notebook otherwise), and writes the JSON summary and
 the JUnit XML report. The exit status is the worst (highest) of the
 notebooks' own statuses.
+
+It lives with the other command-line modules, not in the notebook runner
+package: it builds on `nublado_sync._cli` (exit codes, usage errors) and
+writes to a terminal, while the runner package is library code that the
+command line uses, never the reverse.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
-from ._batch import (
+from ._cli import ExitCode, _exit_code, _interrupt_kind, _UsageError
+from ._exceptions import NubladoUsageError
+from ._logging import Logger
+from ._notebooks._batch import (
     BatchResult,
     NotebookOutcome,
     NotebookRun,
@@ -27,9 +35,6 @@ from ._batch import (
     load_jobs,
     run_notebooks,
 )
-from ._cli import ExitCode, _exit_code, _interrupt_kind, _UsageError
-from ._exceptions import NubladoUsageError
-from ._logging import Logger
 from ._redact import strip_ansi
 
 __all__ = ["check_batch_args", "run_batch"]
@@ -273,7 +278,7 @@ def _reports(
         }
     )
     if args.junit_xml is not None:
-        from ._junit import write_junit_xml
+        from ._notebooks._junit import write_junit_xml
 
         try:
             args.junit_xml.expanduser().parent.mkdir(parents=True, exist_ok=True)

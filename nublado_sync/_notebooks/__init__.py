@@ -7,6 +7,9 @@ beyond handing one over.
 
 - ``_format``: reading and checking nbformat 4 notebooks.
 - ``_runner``: running the code cells of a notebook in a session.
+- ``_batch``: running many notebooks, each in a fresh session, a few at a
+  time.
+- ``_junit``: the JUnit XML report of a batch.
 
 Nothing is imported here, so that a module of the package loads only what
 it needs.

@@ -34,18 +34,18 @@ from typing import (
     Union,
 )
 
-from ._exceptions import (
+from .._exceptions import (
     NubladoError,
     NubladoExecutionError,
     NubladoExecutionTimeoutError,
     NubladoUsageError,
 )
-from ._logging import Logger, default_logger
-from ._models import CodeContext
-from ._redact import strip_ansi
+from .._logging import Logger, default_logger
+from .._models import CodeContext
+from .._redact import strip_ansi
 
 if TYPE_CHECKING:
-    from ._session import JupyterLabSession
+    from .._session import JupyterLabSession
 
 __all__ = [
     "BatchResult",
@@ -293,7 +293,7 @@ def find_notebooks(paths: Iterable[Union[str, os.PathLike[str]]]) -> List[Tuple[
 def load_jobs(notebooks: Iterable[NotebookSpec]) -> List[_Job]:
     """Read and check every notebook of a batch (not public: see `run_notebooks`)."""
     # Imported here: the notebook runner loads with the session, later.
-    from ._notebooks._format import parse_notebook
+    from ._format import parse_notebook
 
     jobs: List[_Job] = []
     files: List[Union[str, os.PathLike[str]]] = []
@@ -551,7 +551,7 @@ def run_notebooks(
     if directory is not None:
         _check_save_dir(directory)
     work = load_jobs(notebooks)
-    from ._notebooks._runner import execute_notebook
+    from ._runner import execute_notebook
 
     batch = _Batch(
         open_session,

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Optional, Union
 from xml.etree import ElementTree
 
+from .._redact import strip_ansi
 from ._batch import BatchResult, NotebookOutcome, NotebookRun
-from ._redact import strip_ansi
 
 __all__ = ["junit_xml", "write_junit_xml"]
 
