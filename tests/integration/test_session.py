@@ -108,7 +108,7 @@ def test_aborted(server: JupyterServer) -> None:
     # A request queued behind one that fails is aborted by the kernel.
     with lab(server) as session:
         failing = execute_request("import time; time.sleep(0.5); 1/0", session="x", username="t")
-        session._socket.send(failing, 5)
+        session._link.socket.send(failing, 5)
         with pytest.raises(NubladoExecutionError) as info:
             session.run_python("print('never')")
         assert info.value.status == "aborted"

@@ -1,0 +1,110 @@
+"""The queued-cells loop: many execute requests sent at once, answered in turn.
+
+The I/O side of `nublado_sync._pipeline` (which keeps the bookkeeping):
+every cell is sent at once, then the replies are read until the kernel
+answered them all, each cell's result handed over as it completes. The
+session runs it holding its socket (see `JupyterLabSession._execute_queued`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Callable, Optional, Sequence
+
+from ._exceptions import (
+    NubladoError,
+    NubladoKernelDiedError,
+    NubladoOutputLostError,
+    NubladoSessionClosedError,
+    NubladoTimeoutError,
+    NubladoWebSocketError,
+)
+from ._execution import OutputCallback
+from ._kernel_link import KernelLink
+from ._messages import execute_request
+from ._pipeline import CellDeadline, PipelineCollector, QueuedCell, ResultCallback
+from ._replies import ReplyWaiter
+
+__all__ = ["run_queued"]
+
+
+def run_queued(
+    link: KernelLink,
+    waiter: ReplyWaiter,
+    cells: Sequence[QueuedCell],
+    cell_timeout: Callable[[], Optional[datetime.timedelta]],
+    on_output: Optional[OutputCallback],
+    on_result: Optional[ResultCallback],
+    on_start: Optional[Callable[[int], None]],
+) -> None:
+    """Send every cell at once, then wait until the kernel answered them all.
+
+    The session's `_execute_queued` holds the session and the socket for the
+    call; see there for what it raises.
+    """
+    requests = [
+        execute_request(
+            cell.code,
+            session=link.client_id,
+            username=link.username,
+            stop_on_error=cell.stop_on_error,
+            store_history=cell.store_history,
+        )
+        for cell in cells
+    ]
+    pipeline = PipelineCollector(
+        [request.header["msg_id"] for request in requests],
+        cells,
+        cell_timeout=cell_timeout,
+        on_output=on_output,
+        on_result=on_result,
+        on_start=on_start,
+    )
+    deadline = CellDeadline(pipeline)
+    try:
+        link.socket.drain()
+        if link.socket.dropped:
+            # Found dropped while idle: reconnect before anything else.
+            link.reconnect(pipeline.deadline(), link.socket_error("dropped while idle"))
+        if not waiter.ready:
+            waiter.await_ready(pipeline.deadline())
+        for request in requests:
+            link.send_request(request, deadline)
+        link.logger.debug("Sent queued execute_requests", count=len(requests))
+        waiter.await_reply(pipeline, deadline)
+    except NubladoOutputLostError as e:
+        # A reconnect lost the rest of the queue's messages; the
+        # connection is fine again and the kernel idle.
+        e.context = pipeline.cell.context or e.context
+        raise
+    except NubladoKernelDiedError as e:
+        cell, collector = pipeline.cell, pipeline.collector
+        e.code, e.context, e.started_at = (
+            cell.code,
+            cell.context or e.context,
+            collector.started_at,
+        )
+        e.result = collector.result()
+        raise
+    except (NubladoTimeoutError, NubladoWebSocketError) as e:
+        if link.aborted:
+            link.close("aborted")
+            raise NubladoSessionClosedError(
+                "The session was aborted while running the code", link.username
+            ) from e
+        cell, collector = pipeline.cell, pipeline.collector
+        if pipeline.deadline().expired() and not link.gave_up:
+            waiter.raise_timeout(
+                cell.code, cell.context, pipeline.deadline(), collector.started_at, collector, e
+            )
+        link.abandon(f"{type(e).__name__}")
+        e.context, e.started_at = cell.context or e.context, collector.started_at
+        raise
+    except NubladoError as e:
+        link.abandon(type(e).__name__)
+        e.context = pipeline.cell.context or e.context
+        raise
+    except BaseException as e:
+        # KeyboardInterrupt, or an exception from a callback.
+        link.abandon(f"interrupted by {type(e).__name__}")
+        raise
