@@ -15,7 +15,13 @@ import time
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
 from ._deadline import Deadline
-from ._exceptions import NubladoError, NubladoTimeoutError, NubladoWebError, NubladoWebSocketError
+from ._exceptions import (
+    NubladoError,
+    NubladoSessionClosedError,
+    NubladoTimeoutError,
+    NubladoWebError,
+    NubladoWebSocketError,
+)
 from ._logging import Logger
 from ._messages import KernelMessage, make_request
 from ._reconnect import Continuity, ReconnectPolicy
@@ -264,6 +270,18 @@ class KernelLink:
         if isinstance(msg_id, str) and continuity.seen(msg_id):
             return None
         return msg
+
+    def raise_if_aborted(self, cause: NubladoError) -> None:
+        """Close and raise `NubladoSessionClosedError` if the session was aborted.
+
+        For a call that failed because `KernelLink.mark_aborted` and a cut
+        ended it (``cause``): the caller sees the abort, not the cut.
+        """
+        if self._aborted:
+            self.close("aborted")
+            raise NubladoSessionClosedError(
+                "The session was aborted while running the code", self.username
+            ) from cause
 
     def close(self, reason: str) -> None:
         """Close the WebSocket, once, remembering why. Never raises."""

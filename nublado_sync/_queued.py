@@ -15,7 +15,6 @@ from ._exceptions import (
     NubladoError,
     NubladoKernelDiedError,
     NubladoOutputLostError,
-    NubladoSessionClosedError,
     NubladoTimeoutError,
     NubladoWebSocketError,
 )
@@ -62,12 +61,7 @@ def run_queued(
     )
     deadline = CellDeadline(pipeline)
     try:
-        link.socket.drain()
-        if link.socket.dropped:
-            # Found dropped while idle: reconnect before anything else.
-            link.reconnect(pipeline.deadline(), link.socket_error("dropped while idle"))
-        if not waiter.ready:
-            waiter.await_ready(pipeline.deadline())
+        waiter.prepare(pipeline.deadline())
         for request in requests:
             link.send_request(request, deadline)
         link.logger.debug("Sent queued execute_requests", count=len(requests))
@@ -87,11 +81,7 @@ def run_queued(
         e.result = collector.result()
         raise
     except (NubladoTimeoutError, NubladoWebSocketError) as e:
-        if link.aborted:
-            link.close("aborted")
-            raise NubladoSessionClosedError(
-                "The session was aborted while running the code", link.username
-            ) from e
+        link.raise_if_aborted(e)
         cell, collector = pipeline.cell, pipeline.collector
         if pipeline.deadline().expired() and not link.gave_up:
             waiter.raise_timeout(

@@ -70,6 +70,19 @@ class ReplyWaiter:
         # different one later means the server restarted the kernel.
         self._kernel_process: Optional[str] = None
 
+    def prepare(self, deadline: Deadline) -> None:
+        """Make the connection and the kernel ready for a request.
+
+        Reads what came while no call was reading, reconnects a connection
+        found dropped meanwhile, and waits for a kernel not known ready.
+        """
+        self._link.socket.drain()
+        if self._link.socket.dropped:
+            # Found dropped while idle: reconnect before anything else.
+            self._link.reconnect(deadline, self._link.socket_error("dropped while idle"))
+        if not self.ready:
+            self.await_ready(deadline)
+
     def await_ready(self, deadline: Deadline) -> None:
         """Wait until the kernel answers a ``kernel_info_request`` and is idle."""
         # Ready means a kernel_info_reply and the matching idle status: the

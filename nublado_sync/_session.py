@@ -527,12 +527,7 @@ class JupyterLabSession:
         )
         collector = ExecutionCollector(request.header["msg_id"], code, on_output, on_message)
         try:
-            self._link.socket.drain()
-            if self._link.socket.dropped:
-                # Found dropped while idle: reconnect before anything else.
-                self._link.reconnect(deadline, self._link.socket_error("dropped while idle"))
-            if not self._waiter.ready:
-                self._waiter.await_ready(deadline)
+            self._waiter.prepare(deadline)
             self._link.send_request(request, deadline)
             self._logger.debug("Sent execute_request", msg_id=collector.msg_id)
             self._waiter.await_reply(collector, deadline)
@@ -546,11 +541,7 @@ class JupyterLabSession:
             e.context, e.started_at = context or e.context, started_at
             raise
         except (NubladoTimeoutError, NubladoWebSocketError) as e:
-            if self._link.aborted:
-                self._link.close("aborted")
-                raise NubladoSessionClosedError(
-                    "The session was aborted while running the code", self.username
-                ) from e
+            self._link.raise_if_aborted(e)
             # A connection that could not be opened again is reported as
             # such, even when the deadline ended the attempts.
             if deadline.expired() and not self._link.gave_up:
