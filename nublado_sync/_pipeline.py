@@ -131,8 +131,8 @@ class PipelineCollector:
         self._on_start = on_start
         self._deadlines: List[Optional[Deadline]] = [None] * len(cells)
         self._idle_at: Dict[int, float] = {}
-        # Set by the session's reply loop after a reconnect.
-        self.reconnects = 0
+        self._reconnects = 0
+        # Set by the session's reply loop once it has all it will get.
         self.reconnect_lost = False
         self.current = 0
         self._start(0)
@@ -151,6 +151,20 @@ class PipelineCollector:
     def cell(self) -> QueuedCell:
         """The current request's cell (the last one once all are done)."""
         return self.cells[min(self.current, len(self.cells) - 1)]
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the WebSocket was opened again during the queue."""
+        return self._reconnects
+
+    @reconnects.setter
+    def reconnects(self, value: int) -> None:
+        # Set by the session's reply loop after a reconnect (a running
+        # count): the cell running then is the one it happened in, and
+        # its result says so, as a cell run on its own would.
+        if not self.done:
+            self.collectors[self.current].reconnects += value - self._reconnects
+        self._reconnects = value
 
     @property
     def replied(self) -> bool:

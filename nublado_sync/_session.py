@@ -610,7 +610,9 @@ class JupyterLabSession:
         self._check_open()
         self._claim()
         try:
-            with self._link.socket.io_lock:
+            # holding(), not the socket's lock: a reconnect hands the hold
+            # over to the new socket, which is the one to let go of.
+            with self._link.holding():
                 run_queued(
                     self._link, self._waiter, cells, cell_timeout, on_output, on_result, on_start
                 )

@@ -242,3 +242,86 @@ def test_proxy_restart_through_the_hub(hub: TestHub) -> None:
         assert [p.pid for p in chp_processes(hub)] != killed
         client.stop_lab()
         client.wait_for_lab_stopped(seconds(60))
+
+
+def test_queued_notebook_survives_a_cut(stock_server: JupyterServer, tmp_path: Path) -> None:
+    # The cells go queued at once; the second cell's first output takes the
+    # proxy down (the first cell prints nothing: its reply must not be on
+    # its way as the proxy goes down, or it is lost before the server
+    # buffers); that cell prints through the gap and finishes once the
+    # client is back, the stock server replaying what it buffered.
+    from nublado_sync import NotebookCell, execute_notebook
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    cells = [
+        ("one", "x = 6"),
+        ("gap", gap_cell(flags)),
+        ("three", "print('three')"),
+        ("four", "x * 7"),
+    ]
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": cell_id,
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": source,
+            }
+            for cell_id, source in cells
+        ],
+    }
+    results: List[Any] = []
+
+    def completed(cell: NotebookCell) -> None:
+        results.append(cell.result)
+
+    with running_proxy(target(stock_server)) as proxy:
+        cutter = Cutter(stock_server, proxy, flags)
+        manager = proxied(stock_server, proxy)
+        cutter.manager = manager
+        with manager as session:
+            executed = json.loads(
+                execute_notebook(
+                    session,
+                    nb,
+                    on_output=cutter,
+                    on_cell_complete=completed,
+                    cell_timeout=seconds(60),
+                    queue_cells=True,
+                )
+            )
+            assert session._link.reconnects == 1
+            assert sum(result.reconnects for result in results) >= 1
+            # Every output saved, each once.
+            texts = [
+                "".join(o["text"] for o in cell["outputs"] if o["output_type"] == "stream")
+                for cell in executed["cells"]
+            ]
+            gap = "before\n" + "".join(f"gap {i}\n" for i in range(GAP_LINES)) + "after\n"
+            assert texts == ["", gap, "three\n", ""]
+            assert executed["cells"][3]["outputs"][0]["data"]["text/plain"] == "42"
+            assert [c["execution_count"] for c in executed["cells"]] == [1, 2, 3, 4]
+            # The call let go of the new socket: another thread (the
+            # housekeeper's) can take it.
+            taken: List[bool] = []
+
+            def take() -> None:
+                lock = session._link.socket.io_lock
+                taken.append(lock.acquire(blocking=False))
+                if taken[-1]:
+                    lock.release()
+
+            other = threading.Thread(target=take)
+            other.start()
+            other.join(30)
+            assert taken == [True]
+            # The session goes on over the new connection.
+            assert not session.closed
+            assert session.run_python("print('still here')", timeout=seconds(30)) == "still here\n"
+    assert stock_server.sessions() == []

@@ -121,3 +121,20 @@ def test_a_reply_lost_by_the_server_is_settled_from_iopub() -> None:
     assert collector.settle_lost_replies(now + LOST_REPLY_GRACE) == [0, 1, 2]
     assert collector.done
     assert [result.status for _, result in results] == ["ok", "error", "aborted"]
+
+
+def test_a_reconnect_is_counted_in_the_cell_it_happened_in() -> None:
+    # The reply loop sets the running count after each reconnect.
+    collector, results = pipeline([None, None, None])
+    collector.feed(status("r0", "busy"))
+    collector.feed(reply("r0"))
+    collector.feed(status("r0", "idle"))
+    collector.reconnects = 1
+    collector.feed(status("r1", "busy"))
+    collector.reconnects = 2
+    collector.feed(reply("r1"))
+    collector.feed(status("r1", "idle"))
+    collector.feed(reply("r2"))
+    collector.feed(status("r2", "idle"))
+    assert collector.reconnects == 2
+    assert [result.reconnects for _, result in results] == [0, 2, 0]
