@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 from typing import Callable, Optional, Sequence
 
+from ._deadline import Deadline
 from ._exceptions import (
     NubladoError,
     NubladoKernelDiedError,
@@ -25,6 +26,15 @@ from ._pipeline import CellDeadline, PipelineCollector, QueuedCell, ResultCallba
 from ._replies import ReplyWaiter
 
 __all__ = ["run_queued"]
+
+# Seconds the kernel is given, once a queue ran past its deadline and the
+# kernel was interrupted, to answer the interrupted cell and abort the ones
+# queued behind it before the connection closes. Closing at once lets the
+# session's deletion follow while the kernel still handles the interrupt;
+# jupyter_client interrupts a kernel again before shutting it down, and a
+# second interrupt then can make the kernel run the next queued cell
+# instead of aborting it.
+_STOP_GRACE = 3.0
 
 
 def run_queued(
@@ -84,6 +94,7 @@ def run_queued(
         link.raise_if_aborted(e)
         cell, collector = pipeline.cell, pipeline.collector
         if pipeline.deadline().expired() and not link.gave_up:
+            _stop_queue(link, pipeline)
             waiter.raise_timeout(
                 cell.code, cell.context, pipeline.deadline(), collector.started_at, collector, e
             )
@@ -98,3 +109,34 @@ def run_queued(
         # KeyboardInterrupt, or an exception from a callback.
         link.abandon(f"interrupted by {type(e).__name__}")
         raise
+
+
+def _stop_queue(link: KernelLink, pipeline: PipelineCollector) -> None:
+    """Interrupt the kernel and wait, briefly, until it answered every cell left.
+
+    The interrupted cell fails and the kernel aborts the cells behind it
+    (each was sent with ``stop_on_error`` unless allowed to fail); their
+    messages are read and dropped, as a cell run on its own drops what
+    comes after its deadline. Gives up after `_STOP_GRACE` seconds or at
+    the first error: the caller closes the connection next in any case.
+    """
+    waiting = {
+        collector.msg_id
+        for collector in pipeline.collectors[pipeline.current :]
+        if not collector.replied
+    }
+    grace = Deadline(datetime.timedelta(seconds=_STOP_GRACE))
+    try:
+        link.send_interrupt()
+        while waiting and not grace.expired():
+            msg = link.socket.recv(grace.bound(_STOP_GRACE), ack=True)
+            if msg is not None and msg.msg_type == "execute_reply":
+                waiting.discard(msg.parent_id or "")
+    except NubladoError as e:
+        link.logger.debug("Could not stop the queue", error=e.message)
+    if waiting:
+        link.logger.warning(
+            "The kernel did not answer every queued cell after the interrupt;"
+            " some may still run until the kernel is shut down",
+            unanswered=len(waiting),
+        )
