@@ -9,7 +9,7 @@ session runs it holding its socket (see `JupyterLabSession._execute_queued`).
 from __future__ import annotations
 
 import datetime
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Set
 
 from ._deadline import Deadline
 from ._exceptions import (
@@ -70,10 +70,12 @@ def run_queued(
         on_start=on_start,
     )
     deadline = CellDeadline(pipeline)
+    sent: Set[str] = set()
     try:
         waiter.prepare(pipeline.deadline())
         for request in requests:
             link.send_request(request, deadline)
+            sent.add(request.header["msg_id"])
         link.logger.debug("Sent queued execute_requests", count=len(requests))
         waiter.await_reply(pipeline, deadline)
     except NubladoOutputLostError as e:
@@ -94,7 +96,7 @@ def run_queued(
         link.raise_if_aborted(e)
         cell, collector = pipeline.cell, pipeline.collector
         if pipeline.deadline().expired() and not link.gave_up:
-            _stop_queue(link, pipeline)
+            _stop_queue(link, pipeline, sent)
             waiter.raise_timeout(
                 cell.code, cell.context, pipeline.deadline(), collector.started_at, collector, e
             )
@@ -111,7 +113,7 @@ def run_queued(
         raise
 
 
-def _stop_queue(link: KernelLink, pipeline: PipelineCollector) -> None:
+def _stop_queue(link: KernelLink, pipeline: PipelineCollector, sent: Set[str]) -> None:
     """Interrupt the kernel and wait, briefly, until it answered every cell left.
 
     The interrupted cell fails and the kernel aborts the cells behind it
@@ -123,9 +125,11 @@ def _stop_queue(link: KernelLink, pipeline: PipelineCollector) -> None:
     waiting = {
         collector.msg_id
         for collector in pipeline.collectors[pipeline.current :]
-        if not collector.replied
+        if collector.msg_id in sent and not collector.replied
     }
     grace = Deadline(datetime.timedelta(seconds=_STOP_GRACE))
+    if not sent:
+        return
     try:
         link.send_interrupt()
         while waiting and not grace.expired():

@@ -322,6 +322,38 @@ def _allowed_to_fail(run: NotebookCell, allow_errors: bool) -> bool:
     return allow_errors or RAISES_EXCEPTION_TAG in cell_tags(run.cell)
 
 
+def _segments(runs: List[NotebookCell], allow_errors: bool, bounded: bool) -> List[Tuple[int, int]]:
+    """Split the queue after each cell allowed to fail, when the run has a deadline.
+
+    A cell allowed to fail goes without ``stop_on_error``, so when it is
+    interrupted at its deadline the kernel goes on with the cells queued
+    behind it, which cell by cell would never have sent: those wait until
+    it is over. Without a deadline nothing interrupts it, and one queue
+    does.
+    """
+    if not bounded:
+        return [(0, len(runs))]
+    segments: List[Tuple[int, int]] = []
+    first = 0
+    for index, run in enumerate(runs):
+        if _allowed_to_fail(run, allow_errors):
+            segments.append((first, index + 1))
+            first = index + 1
+    if first < len(runs):
+        segments.append((first, len(runs)))
+    return segments
+
+
+def _shifted_result(
+    on_result: Callable[[int, ExecutionResult], None], first: int
+) -> Callable[[int, ExecutionResult], None]:
+    return lambda index, result: on_result(first + index, result)
+
+
+def _shifted_start(on_start: Callable[[int], None], first: int) -> Callable[[int], None]:
+    return lambda index: on_start(first + index)
+
+
 def _run_cells_queued(
     session: JupyterLabSession,
     notebook: Dict[str, Any],
@@ -439,14 +471,18 @@ def _run_cells_queued(
         )
         for index, (run, context) in enumerate(zip(runs, contexts))
     ]
+    bounded = cell_limit is not None or notebook_limit is not None
     try:
-        session._execute_queued(
-            queue,
-            cell_timeout=lambda: _cell_deadline(cell_limit, deadline),
-            on_output=on_output,
-            on_result=on_result,
-            on_start=on_start,
-        )
+        for first, end in _segments(runs, allow_errors, bounded):
+            if failed:
+                break
+            session._execute_queued(
+                queue[first:end],
+                cell_timeout=lambda: _cell_deadline(cell_limit, deadline),
+                on_output=on_output,
+                on_result=_shifted_result(on_result, first),
+                on_start=_shifted_start(on_start, first),
+            )
     except NubladoExecutionTimeoutError as e:
         restore_after_failure()
         current = min(len(results), len(runs) - 1)

@@ -169,6 +169,28 @@ def test_tags_and_hooks_are_the_same(stock_server: JupyterServer) -> None:
     ]
 
 
+def test_input_fails_the_same(stock_server: JupyterServer) -> None:
+    # Requests go without standard input: input() raises in the kernel.
+    nb = notebook(
+        code("a", "print('asking')"),
+        code("ask", "name = input('name? ')"),
+        code("after", "print('never')"),
+    )
+    queued, one_by_one = run_both(stock_server, nb)
+    for outcome in (queued, one_by_one):
+        assert isinstance(outcome.error, NubladoExecutionError)
+        assert outcome.error.context is not None
+        assert outcome.error.context.cell == "ask"
+    assert queued.notebook == one_by_one.notebook
+    assert queued.calls == one_by_one.calls
+    assert queued.notebook["cells"][2]["outputs"][-1]["ename"] == "StdinNotImplementedError"
+    assert counts(queued) == [1, 2, None]
+    assert queued.calls[-2:] == [
+        ("error", 2, "StdinNotImplementedError"),
+        ("complete", 2, "error"),
+    ]
+
+
 def waiting_cell(flags: Path) -> str:
     """A cell that waits until interrupted, and says so in a file."""
     return textwrap.dedent(
@@ -187,7 +209,12 @@ def waiting_cell(flags: Path) -> str:
     )
 
 
-def test_notebook_deadline_mid_run(server: JupyterServer, tmp_path: Path) -> None:
+# Allowed to fail, the interrupted cell does not make the kernel abort the
+# cells behind it: with a deadline they must not be queued behind it.
+@pytest.mark.parametrize("allow_errors", [False, True])
+def test_notebook_deadline_mid_run(
+    server: JupyterServer, tmp_path: Path, allow_errors: bool
+) -> None:
     limit = 3.0
     outcomes = []
     # One notebook (the paths are in its sources) for both runs; the
@@ -204,7 +231,12 @@ def test_notebook_deadline_mid_run(server: JupyterServer, tmp_path: Path) -> Non
         with lab(server) as session:
             with pytest.raises(NubladoExecutionTimeoutError) as info:
                 execute_notebook(
-                    session, nb, name="nb.ipynb", timeout=seconds(limit), queue_cells=queue_cells
+                    session,
+                    nb,
+                    name="nb.ipynb",
+                    timeout=seconds(limit),
+                    allow_errors=allow_errors,
+                    queue_cells=queue_cells,
                 )
             elapsed = time.monotonic() - started
             # The deadline, plus a generous margin for starting the kernel,
