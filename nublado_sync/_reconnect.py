@@ -155,6 +155,12 @@ class Continuity:
         # Since the first drop: the counter before it, and those seen since.
         self._since: Optional[int] = None
         self._after: Set[int] = set()
+        # The highest number among the call's own messages: what the kernel
+        # sends after the call's last message is not the call's (our
+        # post-reconnect barrier, or the stock server's own kernel_info
+        # "nudge" on reconnecting, whose reply goes to a socket of its own
+        # and never reaches us), and may arrive after the call is over.
+        self._last_ours = -1
         self._uncounted = False
 
     def seen(self, msg_id: str) -> bool:
@@ -180,6 +186,15 @@ class Continuity:
             self._after.add(number)
         return False
 
+    def ours(self, msg_id: str) -> None:
+        """Note that a message received belongs to the call.
+
+        Only numbers up to the call's last message count in `lost`.
+        """
+        counted = _counter(msg_id)
+        if counted is not None and counted[0] == self._source:
+            self._last_ours = max(self._last_ours, counted[1])
+
     def dropped(self) -> None:
         """Note that the connection dropped and was opened again."""
         self.reconnects += 1
@@ -197,13 +212,11 @@ class Continuity:
             return False
         if self._uncounted or self._source is None:
             return True
-        newest = max(self._after, default=self._since)
-        return len(self._after) < newest - self._since
+        return bool(self.missing(limit=1))
 
     def missing(self, limit: int = 10) -> List[int]:
         """Return the first ``limit`` message numbers missing since the first drop."""
         if self._since is None or self._source is None:
             return []
-        newest = max(self._after, default=self._since)
-        gaps = (n for n in range(self._since + 1, newest) if n not in self._after)
+        gaps = (n for n in range(self._since + 1, self._last_ours) if n not in self._after)
         return list(itertools.islice(gaps, limit))

@@ -201,7 +201,10 @@ class ReplyWaiter:
                     ours=collector.owns(msg.parent_id),
                 )
             parent = msg.parent_id
-            if parent is not None and (parent in (probe_id, barrier_id) or collector.owns(parent)):
+            ours = parent is not None and collector.owns(parent)
+            if ours and msg.msg_id is not None:
+                continuity.ours(msg.msg_id)
+            if ours or (parent is not None and parent in (probe_id, barrier_id)):
                 heard_at = time.monotonic()
                 if parent == probe_id:
                     probe_id = None

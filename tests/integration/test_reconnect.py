@@ -60,14 +60,19 @@ def proxied(server: JupyterServer, proxy: TCPProxy, **kwargs: Any) -> JupyterLab
     return manager
 
 
-def gap_cell(flags: Path) -> str:
-    """A cell that prints before the cut, during the gap, and after it."""
+def gap_cell(flags: Path, start: str = "") -> str:
+    """A cell that prints before the cut, during the gap, and after it.
+
+    With ``start``, the cell first waits for that flag file.
+    """
     return textwrap.dedent(
         f"""
         import os, time
         def wait(name):
             while not os.path.exists(os.path.join({str(flags)!r}, name)):
                 time.sleep(0.01)
+        if {start!r}:
+            wait({start!r})
         print('before', flush=True)
         wait('cut')
         for i in range({GAP_LINES}):
@@ -246,17 +251,19 @@ def test_proxy_restart_through_the_hub(hub: TestHub) -> None:
 
 def test_queued_notebook_survives_a_cut(stock_server: JupyterServer, tmp_path: Path) -> None:
     # The cells go queued at once; the second cell's first output takes the
-    # proxy down (the first cell prints nothing: its reply must not be on
-    # its way as the proxy goes down, or it is lost before the server
-    # buffers); that cell prints through the gap and finishes once the
-    # client is back, the stock server replaying what it buffered.
+    # proxy down; that cell prints through the gap and finishes once the
+    # client is back, the stock server replaying what it buffered. The
+    # second cell starts printing only once the client has the first cell's
+    # reply: the server forwards shell and iopub separately, so the second
+    # cell's output can overtake that reply, which the cut would then lose
+    # before the server buffers (the client reports that as lost output).
     from nublado_sync import NotebookCell, execute_notebook
 
     flags = tmp_path / "flags"
     flags.mkdir()
     cells = [
         ("one", "x = 6"),
-        ("gap", gap_cell(flags)),
+        ("gap", gap_cell(flags, start="one done")),
         ("three", "print('three')"),
         ("four", "x * 7"),
     ]
@@ -280,6 +287,7 @@ def test_queued_notebook_survives_a_cut(stock_server: JupyterServer, tmp_path: P
 
     def completed(cell: NotebookCell) -> None:
         results.append(cell.result)
+        (flags / "one done").touch()
 
     with running_proxy(target(stock_server)) as proxy:
         cutter = Cutter(stock_server, proxy, flags)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from typing import Iterable
 
 import pytest
 
@@ -47,7 +48,7 @@ def test_policy_refuses_bad_values(kwargs: dict) -> None:  # type: ignore[type-a
         ReconnectPolicy(**kwargs)
 
 
-def ids(numbers: range) -> list:  # type: ignore[type-arg]
+def ids(numbers: Iterable[int]) -> list:  # type: ignore[type-arg]
     return [f"a1b2-c3_4242_{n}" for n in numbers]
 
 
@@ -67,6 +68,7 @@ def test_replayed_gap_is_complete_and_duplicates_dropped() -> None:
     assert continuity.seen(ids(range(4, 5))[0])
     for msg_id in ids(range(5, 9)):
         assert not continuity.seen(msg_id)
+        continuity.ours(msg_id)
     assert not continuity.lost()
     assert continuity.reconnects == 1
 
@@ -78,8 +80,28 @@ def test_numbers_missing_after_a_drop_mean_loss() -> None:
     continuity.dropped()
     for msg_id in ids(range(8, 10)):
         continuity.seen(msg_id)
+        continuity.ours(msg_id)
     assert continuity.lost()
     assert continuity.missing() == [5, 6, 7]
+
+
+def test_numbers_after_the_calls_last_message_do_not_count() -> None:
+    # The call's last message is 7; 8 (the barrier's busy status, or the
+    # server's own nudge) is still on its way, 9 has overtaken it.
+    continuity = Continuity()
+    for msg_id in ids(range(5)):
+        continuity.seen(msg_id)
+    continuity.dropped()
+    for msg_id in ids([5, 6, 7, 9]):
+        continuity.seen(msg_id)
+    for msg_id in ids(range(5, 8)):
+        continuity.ours(msg_id)
+    assert not continuity.lost()
+    assert continuity.missing() == []
+    # The same gap inside the call's own numbers is a loss.
+    continuity.ours(ids(range(9, 10))[0])
+    assert continuity.lost()
+    assert continuity.missing() == [8]
 
 
 def test_ids_without_numbers_count_as_possible_loss() -> None:
