@@ -14,8 +14,10 @@ on two rules. The thread touches a socket only while holding its
 and reads and answers pings itself). And each socket is watched one event
 at a time (``EPOLLONESHOT``): an event that finds the socket in use parks
 it, with no system call, and the call re-arms the watch when it lets the
-socket go. A parked socket is thus never reported again while in use, and
-never forgotten once idle.
+socket go. A call that takes an idle socket turns the watch off itself
+(parks it), so that the thread is not woken for every call. A parked
+socket is thus never reported again while in use, and never forgotten once
+idle.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ __all__ = ["HOUSEKEEPER", "Housekeeper"]
 
 _HAS_EPOLL = hasattr(select, "epoll")
 _WATCH = (select.EPOLLIN | select.EPOLLONESHOT) if _HAS_EPOLL else 0
+# A socket in use: no readiness events. One-shot still, since epoll reports
+# a hang-up or an error even unasked, and must not report it over and over.
+_OFF = select.EPOLLONESHOT if _HAS_EPOLL else 0
 
 
 class Housekeeper:
@@ -97,6 +102,14 @@ class Housekeeper:
                 if self._members:
                     return
 
+    def disarm(self, sock: KernelSocket) -> None:
+        """Stop watching ``sock`` while a call holds it; `rearm` watches it again."""
+        with self._lock:
+            if sock.parked or id(sock) not in self._members:
+                return
+            sock.parked = True
+            self._watch(sock, register=False, events=_OFF)
+
     def rearm(self, sock: KernelSocket) -> None:
         """Watch ``sock`` again after a call released it (if an event parked it)."""
         with self._lock:
@@ -118,7 +131,7 @@ class Housekeeper:
         self._thread = threading.Thread(target=self._run, name="nublado-housekeeping", daemon=True)
         self._thread.start()
 
-    def _watch(self, sock: KernelSocket, *, register: bool) -> None:
+    def _watch(self, sock: KernelSocket, *, register: bool, events: int = _WATCH) -> None:
         if self._epoll is None:
             return
         fd = sock.fileno()
@@ -126,9 +139,9 @@ class Housekeeper:
             return
         with contextlib.suppress(OSError, ValueError):
             if register:
-                self._epoll.register(fd, _WATCH)
+                self._epoll.register(fd, events)
             else:
-                self._epoll.modify(fd, _WATCH)
+                self._epoll.modify(fd, events)
 
     def _wake(self) -> None:
         if self._wake_w is not None:
@@ -190,7 +203,9 @@ class Housekeeper:
             sock.io_lock.release()
         if sock.connected and not sock.dropped:
             with self._lock:
-                if id(sock) in self._members:
+                # Not when a call took the socket meanwhile (it disarmed
+                # the watch; letting go re-arms it).
+                if id(sock) in self._members and not sock.parked:
                     self._watch(sock, register=False)
 
     def _keepalives(self) -> None:

@@ -155,7 +155,7 @@ class KernelLink:
         # The call reads the socket itself; the housekeeping thread stays
         # away until it lets go (of the socket it ends with, after a
         # reconnect: `reconnect` hands the lock over).
-        self._socket.io_lock.acquire()
+        self._socket.claim()
         try:
             yield
         finally:

@@ -18,6 +18,17 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ._cancel import shutdown_socket
 from ._exceptions import NubladoError, NubladoProtocolError, NubladoWebSocketError
+from ._frames import (
+    OPCODE_BINARY,
+    OPCODE_CLOSE,
+    OPCODE_PING,
+    OPCODE_PONG,
+    OPCODE_TEXT,
+    FrameError,
+    FrameReader,
+    FrameTooLargeError,
+    encode_frame,
+)
 from ._logging import Logger
 from ._messages import KernelMessage
 from ._reconnect import DROP_CLOSE_CODES
@@ -25,12 +36,6 @@ from ._wire import V1_SUBPROTOCOL, decode_legacy, encode_legacy, encode_v1, spli
 
 if TYPE_CHECKING:
     import websocket
-
-# RFC 6455 opcodes (websocket-client is imported lazily, see send).
-_OPCODE_CONTINUATION = 0x0
-_OPCODE_TEXT = 0x1
-_OPCODE_BINARY = 0x2
-_OPCODE_CLOSE = 0x8
 
 __all__ = ["KernelSocket", "open_websocket"]
 
@@ -121,6 +126,51 @@ class _DeadlineSocket:
         if start == 0 and bufsize >= len(chunk):
             return chunk  # all of it: no copy
         return chunk[start : start + bufsize]
+
+    def take(self, size: int, *, consume: bool = True) -> bytes:
+        """Return exactly ``size`` bytes, all or none.
+
+        Without ``consume`` the bytes stay buffered (a peek).
+
+        Raises
+        ------
+        socket.timeout
+            At the deadline; what arrived stays buffered for the next call.
+        EOFError
+            The stream ended first.
+        """
+        chunk, start = self._chunk, self._offset
+        end = start + size
+        if end <= len(chunk):
+            if consume:
+                self._offset = end
+            if start == 0 and end == len(chunk):
+                return chunk  # all of it: no copy
+            return chunk[start:end]
+        pieces = [chunk[start:]]
+        have = len(pieces[0])
+        try:
+            while have < size:
+                data = self._fill()
+                if not data:
+                    raise EOFError("the stream ended")
+                pieces.append(data)
+                have += len(data)
+        except BaseException:
+            # Nothing taken: what came stays buffered.
+            self._chunk, self._offset = b"".join(pieces), 0
+            raise
+        # Split the last piece where the asked size ends; one join copies
+        # the rest (a large payload is copied once).
+        last = pieces[-1]
+        cut = len(last) - (have - size)
+        pieces[-1] = last[:cut]
+        taken = b"".join(pieces)
+        if consume:
+            self._chunk, self._offset = last, cut
+        else:
+            self._chunk, self._offset = taken + last[cut:], 0
+        return taken
 
     def _fill(self) -> bytes:
         # A caller that finds nothing waiting must still see its deadline.
@@ -248,41 +298,6 @@ def open_websocket(url: str, *, timeout: Optional[float], **options: Any) -> web
     return ws
 
 
-class _FrameTooLargeError(Exception):
-    """A frame header announced more than the message size limit."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self.size = size
-
-
-def _limit_message_size(ws: websocket.WebSocket, limit: int) -> None:
-    """Refuse a message once its frame headers announce more than ``limit`` bytes.
-
-    websocket-client reads a whole frame into memory before returning it,
-    so a check of the message comes after a server that announced
-    gigabytes has been read. The length is known as soon as a frame header
-    is in: the frame reader's length step is wrapped to check it, counting
-    continuation frames towards their message.
-    """
-    buffer = ws.frame_buffer
-    read_length = buffer.recv_length
-    total = 0
-
-    def recv_length() -> None:
-        nonlocal total
-        read_length()
-        opcode = buffer.header[4] if buffer.header else _OPCODE_BINARY
-        if opcode >= _OPCODE_CLOSE:
-            return  # control frames carry 125 bytes at most
-        length: int = buffer.length or 0
-        total = length if opcode != _OPCODE_CONTINUATION else total + length
-        if total > limit:
-            raise _FrameTooLargeError(total)
-
-    buffer.recv_length = recv_length  # type: ignore[method-assign]
-
-
 def _poller(ws: websocket.WebSocket) -> Optional[select.poll]:
     # poll, unlike select, works for descriptors above FD_SETSIZE; where it
     # is missing (Windows) the prompt acknowledgements are simply skipped.
@@ -353,8 +368,10 @@ class KernelSocket:
         self._ack_owed = False
         if ws.sock is not None and not isinstance(ws.sock, _DeadlineSocket):
             ws.sock = _DeadlineSocket(ws.sock)  # type: ignore[assignment]
-        if max_message_size is not None:
-            _limit_message_size(ws, max_message_size)
+        # Frames after the handshake are read and written here (_frames),
+        # on the socket websocket-client opened.
+        self._sock: Optional[_DeadlineSocket] = ws.sock  # type: ignore[assignment]
+        self._frames = FrameReader(self._sock, max_message_size) if self._sock else None
         self._poll = _poller(ws)
         self.subprotocol = ws.getsubprotocol()
         self.is_v1 = self.subprotocol == V1_SUBPROTOCOL
@@ -388,6 +405,19 @@ class KernelSocket:
     def fileno(self) -> int:
         """Return the socket's file descriptor (-1 without a socket)."""
         return self._fd
+
+    def claim(self) -> None:
+        """Take `io_lock` for a call, and keep the housekeeper's watch off meanwhile.
+
+        The call reads every frame itself; left armed, the watch would wake
+        the housekeeping thread once per call only for it to find the socket
+        in use (a thread switch per call, which adds up over many sessions).
+        """
+        self.io_lock.acquire()
+        if self._housekept:
+            from ._housekeeping import HOUSEKEEPER
+
+            HOUSEKEEPER.disarm(self)
 
     def release(self) -> None:
         """Let go of `io_lock` after a call, and let the housekeeper watch again."""
@@ -430,27 +460,31 @@ class KernelSocket:
         NubladoWebSocketError
             The connection is closed or broken, or sending timed out.
         """
-        # Imported here, not at the top: the connection exists, so this is
-        # only a lookup, and `import nublado_sync` stays cheap for cold starts.
-        import websocket
-
         # Whatever this frame is, the ACK of what came before rides it.
         self._ack_owed = False
         try:
-            self._ws.settimeout(None if timeout is None else max(timeout, _MIN_TIMEOUT))
             if self.is_v1:
-                self._ws.send_binary(encode_v1(msg))
+                frame = encode_frame(OPCODE_BINARY, encode_v1(msg))
             else:
-                self._ws.send(encode_legacy(msg))
-        except websocket.WebSocketTimeoutException as e:
-            raise self._error("Timed out sending to the kernel") from e
-        except (websocket.WebSocketConnectionClosedException, OSError) as e:
-            raise self._dropped(f"Sending failed: {type(e).__name__}: {e}") from e
-        except websocket.WebSocketException as e:
-            raise self._error(f"Sending failed: {type(e).__name__}: {e}") from e
+                frame = encode_frame(OPCODE_TEXT, encode_legacy(msg).encode())
         except ValueError as e:
             # Only JSON encoding raises it (a NaN in content).
             raise NubladoProtocolError(f"Cannot encode message: {e}", self._user) from e
+        try:
+            self._write(frame, None if timeout is None else max(timeout, _MIN_TIMEOUT))
+        except socket.timeout as e:
+            raise self._error("Timed out sending to the kernel") from e
+        except OSError as e:
+            raise self._dropped(f"Sending failed: {type(e).__name__}: {e}") from e
+
+    def _write(self, frame: bytes, timeout: Optional[float]) -> None:
+        """Write one frame whole; frames from several threads never interleave."""
+        sock = self._sock
+        if sock is None or not self._ws.connected:
+            raise ConnectionResetError("the connection is closed")
+        with self._ws.lock:
+            sock.settimeout(timeout)
+            sock.sendall(frame)
 
     def recv(self, timeout: float, *, ack: bool = False) -> Optional[KernelMessage]:
         """Read one frame, waiting at most ``timeout`` seconds.
@@ -480,18 +514,19 @@ class KernelSocket:
         NubladoProtocolError
             The frame could not be decoded.
         """
-        import websocket  # a lookup: see send
-
         if self._ack_owed:
             self._ack_owed = False
             if self._idle():
                 self.pong()
+        sock, frames = self._sock, self._frames
+        if sock is None or frames is None:
+            raise self._dropped("Connection closed unexpectedly (no close frame)")
         try:
-            self._ws.settimeout(max(timeout, _MIN_TIMEOUT))
-            opcode, frame = self._ws.recv_data_frame(control_frame=True)
-        except websocket.WebSocketTimeoutException:
+            sock.settimeout(max(timeout, _MIN_TIMEOUT))
+            opcode, data = frames.read()
+        except socket.timeout:
             return None
-        except _FrameTooLargeError as e:
+        except FrameTooLargeError as e:
             # The rest of the frame is still on the wire, and reading it is
             # what the limit is for: drop the connection (no close
             # handshake, which would read on).
@@ -499,20 +534,30 @@ class KernelSocket:
             raise self._error(
                 f"Message of {e.size} bytes exceeds the limit of {self._max_size}"
             ) from None
-        except websocket.WebSocketConnectionClosedException as e:
+        except FrameError as e:
+            raise self._error(
+                f"Connection failed: the server broke the WebSocket framing ({e})"
+            ) from e
+        except EOFError as e:
             raise self._dropped("Connection closed unexpectedly (no close frame)") from e
         except OSError as e:
             raise self._dropped(f"Connection failed: {type(e).__name__}: {e}") from e
-        except websocket.WebSocketException as e:
-            raise self._error(f"Connection failed: {type(e).__name__}: {e}") from e
-        data = frame.data
-        if opcode == _OPCODE_CLOSE:
+        if opcode == OPCODE_PING:
+            # Answered at once, as RFC 6455 asks; the server's ping timeout
+            # counts on it.
+            self._control(OPCODE_PONG, data)
+            return None
+        if opcode == OPCODE_PONG:
+            return None
+        if opcode == OPCODE_CLOSE:
+            # Answer the close, then report it.
+            self._control(OPCODE_CLOSE, data[:2])
             raise self._close_error(data)
-        if ack and self._prompt_acks and opcode in (_OPCODE_BINARY, _OPCODE_TEXT):
+        if ack and self._prompt_acks:
             self._ack_owed = True
         if self._max_size is not None and len(data) > self._max_size:
             raise self._error(f"Message of {len(data)} bytes exceeds the limit of {self._max_size}")
-        if opcode == _OPCODE_BINARY:
+        if opcode == OPCODE_BINARY:
             # A server behind a proxy that lost the subprotocol reply may
             # still speak v1; its frames start with a small little-endian
             # count, legacy binary frames with a big-endian one.
@@ -520,12 +565,12 @@ class KernelSocket:
                 split = split_v1(data)
                 # The frame's bytes go before the JSON is parsed: a large
                 # output is then held twice at most, not three times.
-                del data, frame
+                del data
                 return split.parse()
             return decode_legacy(data)
-        if opcode == _OPCODE_TEXT:
+        if opcode == OPCODE_TEXT:
             try:
-                text = data.decode() if isinstance(data, bytes) else data
+                text = data.decode()
             except UnicodeDecodeError as e:
                 raise NubladoProtocolError("Text frame is not UTF-8", self._user) from e
             return decode_legacy(text)
@@ -549,9 +594,7 @@ class KernelSocket:
 
     def _waiting(self) -> bool:
         """Whether received bytes are known to be waiting (a frame, or EOF)."""
-        if self._ws.frame_buffer.recv_buffer:
-            return True
-        sock = self._ws.sock
+        sock = self._sock
         if sock is None or self._poll is None:
             return False
         pending = getattr(sock, "pending", None)
@@ -561,9 +604,7 @@ class KernelSocket:
 
     def _idle(self) -> bool:
         """Whether no received byte is waiting in any buffer or the socket."""
-        if self._ws.frame_buffer.recv_buffer:
-            return False
-        sock = self._ws.sock
+        sock = self._sock
         if sock is None or self._poll is None:
             return False
         pending = getattr(sock, "pending", None)  # TLS: decrypted, unread
@@ -587,15 +628,17 @@ class KernelSocket:
 
     def pong(self) -> None:
         """Send an unsolicited pong frame; errors are left for the next read."""
-        import websocket  # a lookup: see send
+        self._control(OPCODE_PONG, b"")
 
-        with contextlib.suppress(websocket.WebSocketException, OSError):
-            self._ws.pong(b"")
+    def _control(self, opcode: int, payload: bytes) -> None:
+        # A control frame in the thread's current deadline; a failure shows
+        # at the next read.
+        with contextlib.suppress(OSError):
+            self._write(encode_frame(opcode, payload), _KEEPALIVE_SEND_TIMEOUT)
 
     def keepalive(self) -> None:
         """Send the keepalive pong (by the housekeeper, holding `io_lock`)."""
         if self._ws.connected and not self._stop.is_set():
-            self._ws.settimeout(_KEEPALIVE_SEND_TIMEOUT)
             self.pong()
 
     def cut(self) -> None:

@@ -40,9 +40,22 @@ def _dumps(value: Dict[str, Any]) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
+# For the common case: a compact JSON text, parsed without json.loads's
+# type checks and two whitespace scans (four parts per message add up).
+_raw_decode = json.JSONDecoder().raw_decode
+
+
 def _loads_object(data: Union[bytes, memoryview, str], part: str) -> Dict[str, Any]:
     try:
-        value = json.loads(bytes(data) if isinstance(data, memoryview) else data)
+        if isinstance(data, str):
+            try:
+                value, end = _raw_decode(data)
+            except ValueError:
+                end = -1  # leading whitespace, or not JSON: json.loads tells
+            if end != len(data):
+                value = json.loads(data)
+        else:
+            value = json.loads(bytes(data) if isinstance(data, memoryview) else data)
     except (ValueError, RecursionError) as e:
         raise NubladoProtocolError(f"Kernel message {part} is not JSON: {e}") from e
     if not isinstance(value, dict):
