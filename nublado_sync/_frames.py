@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import List, Optional, Protocol, Tuple
+from typing import List, Optional, Protocol, Tuple, Union
 
 __all__ = [
     "OPCODE_BINARY",
@@ -27,6 +27,7 @@ __all__ = [
     "FrameError",
     "FrameReader",
     "FrameTooLargeError",
+    "Payload",
     "encode_frame",
 ]
 
@@ -40,6 +41,8 @@ OPCODE_PONG = 0xA
 _DATA_OPCODES = frozenset({OPCODE_CONTINUATION, OPCODE_TEXT, OPCODE_BINARY})
 _CONTROL_OPCODES = frozenset({OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG})
 _U16 = struct.Struct("!H")
+# A payload: bytes, or a bytearray when read straight into its own buffer.
+Payload = Union[bytes, bytearray]
 _U64 = struct.Struct("!Q")
 
 
@@ -56,7 +59,7 @@ class FrameTooLargeError(FrameError):
 
 
 class _Source(Protocol):
-    def take(self, size: int, *, consume: bool = True) -> bytes: ...
+    def take(self, size: int, *, consume: bool = True) -> Payload: ...
 
 
 class FrameReader:
@@ -81,10 +84,10 @@ class FrameReader:
         self._header: Optional[Tuple[bool, int, int, bytes]] = None
         # A fragmented message in progress: its opcode, parts and size.
         self._message_opcode: Optional[int] = None
-        self._parts: List[bytes] = []
+        self._parts: List[Payload] = []
         self._size = 0
 
-    def read(self) -> Tuple[int, bytes]:
+    def read(self) -> Tuple[int, Payload]:
         """Return the next control frame or whole data message as (opcode, payload).
 
         Raises
@@ -114,7 +117,7 @@ class FrameReader:
                 return opcode, payload
             self._message_opcode, self._parts = opcode, [payload]
 
-    def _frame(self) -> Tuple[bool, int, bytes]:
+    def _frame(self) -> Tuple[bool, int, Payload]:
         if self._header is None:
             self._header = self._read_header()
         final, opcode, length, key = self._header
@@ -156,10 +159,10 @@ class FrameReader:
             total = length + (self._size if opcode == OPCODE_CONTINUATION else 0)
             if self._max_size is not None and total > self._max_size:
                 raise FrameTooLargeError(total)
-        return final, opcode, length, header[-4:] if masked else b""
+        return final, opcode, length, bytes(header[-4:]) if masked else b""
 
 
-def _mask(payload: bytes, key: bytes) -> bytes:
+def _mask(payload: Payload, key: bytes) -> bytes:
     """XOR ``payload`` with the 4-byte ``key`` repeated (masking is its own inverse)."""
     size = len(payload)
     if not size:

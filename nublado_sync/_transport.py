@@ -44,6 +44,8 @@ __all__ = ["KernelSocket", "open_websocket"]
 # messages, or a good slice of a large one (websocket-client alone asks for
 # a frame's header, length and payload separately, 16 KiB at most each).
 _READ_SIZE = 64 * 1024
+# Payloads from this size on are read straight into their own buffer.
+_DIRECT_READ = 256 * 1024
 
 
 def _ready(sock: socket.socket, writing: bool, timeout: Optional[float]) -> bool:
@@ -84,6 +86,9 @@ class _DeadlineSocket:
         # Read and not yet handed out: self._chunk[self._offset:].
         self._chunk = b""
         self._offset = 0
+        # A large take in progress: its buffer and how much of it is filled.
+        self._large: Optional[bytearray] = None
+        self._large_filled = 0
         # Python's own timeouts would poll before every call; ours polls
         # only when a call would block.
         sock.settimeout(0.0)
@@ -127,10 +132,11 @@ class _DeadlineSocket:
             return chunk  # all of it: no copy
         return chunk[start : start + bufsize]
 
-    def take(self, size: int, *, consume: bool = True) -> bytes:
+    def take(self, size: int, *, consume: bool = True) -> Union[bytes, bytearray]:
         """Return exactly ``size`` bytes, all or none.
 
-        Without ``consume`` the bytes stay buffered (a peek).
+        Without ``consume`` the bytes stay buffered (a peek). A large size
+        is read straight into one buffer of that size (`_take_large`).
 
         Raises
         ------
@@ -147,6 +153,8 @@ class _DeadlineSocket:
             if start == 0 and end == len(chunk):
                 return chunk  # all of it: no copy
             return chunk[start:end]
+        if consume and size >= _DIRECT_READ:
+            return self._take_large(size)
         pieces = [chunk[start:]]
         have = len(pieces[0])
         try:
@@ -171,6 +179,37 @@ class _DeadlineSocket:
         else:
             self._chunk, self._offset = taken + last[cut:], 0
         return taken
+
+    def _take_large(self, size: int) -> bytearray:
+        # Read into one buffer of the final size: a large output is then
+        # held once while it arrives, not as pieces plus their join. A
+        # timeout keeps the buffer for the next call (the frame reader asks
+        # for the same payload again).
+        if self._large is None or len(self._large) != size:
+            buffered = self._chunk[self._offset : self._offset + size]
+            self._offset += len(buffered)
+            self._large = bytearray(size)
+            self._large[: len(buffered)] = buffered
+            self._large_filled = len(buffered)
+        large = self._large
+        with memoryview(large) as view:
+            while self._large_filled < size:
+                remaining = self.gettimeout()
+                if remaining is not None and remaining <= 0:
+                    raise socket.timeout("timed out")
+                try:
+                    count = self._sock.recv_into(view[self._large_filled :])
+                except self._would_block_reading:
+                    self._wait(writing=False)
+                    continue
+                except self._would_block_writing:  # TLS renegotiation
+                    self._wait(writing=True)
+                    continue
+                if not count:
+                    raise EOFError("the stream ended")
+                self._large_filled += count
+        self._large = None
+        return large
 
     def _fill(self) -> bytes:
         # A caller that finds nothing waiting must still see its deadline.
@@ -545,14 +584,14 @@ class KernelSocket:
         if opcode == OPCODE_PING:
             # Answered at once, as RFC 6455 asks; the server's ping timeout
             # counts on it.
-            self._control(OPCODE_PONG, data)
+            self._control(OPCODE_PONG, bytes(data))
             return None
         if opcode == OPCODE_PONG:
             return None
         if opcode == OPCODE_CLOSE:
             # Answer the close, then report it.
-            self._control(OPCODE_CLOSE, data[:2])
-            raise self._close_error(data)
+            self._control(OPCODE_CLOSE, bytes(data[:2]))
+            raise self._close_error(bytes(data))
         if ack and self._prompt_acks:
             self._ack_owed = True
         if self._max_size is not None and len(data) > self._max_size:

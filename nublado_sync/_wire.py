@@ -104,7 +104,7 @@ class SplitFrame:
         return KernelMessage(self.channel, header, parent_header, metadata, content, self.buffers)
 
 
-def split_v1(data: bytes) -> SplitFrame:
+def split_v1(data: Union[bytes, bytearray]) -> SplitFrame:
     """Cut a v1 binary frame into its channel, JSON texts and buffers.
 
     Raises
@@ -179,7 +179,7 @@ def _from_legacy_dict(frame: Dict[str, Any], buffers: List[bytes]) -> KernelMess
     return KernelMessage(channel, header, parent_header, metadata, content, buffers)
 
 
-def decode_legacy(data: Union[str, bytes]) -> KernelMessage:
+def decode_legacy(data: Union[str, bytes, bytearray]) -> KernelMessage:
     """Decode a legacy frame: JSON text, or binary when it carries buffers.
 
     Raises

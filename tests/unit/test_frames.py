@@ -85,9 +85,10 @@ def test_frames_of_every_length_form_arrive_whole(
     sender = threading.Thread(target=peer.sendall, args=(server_frame(OPCODE_BINARY, payload),))
     sender.start()
     try:
-        assert frames.read() == (OPCODE_BINARY, payload)
+        opcode, data = frames.read()
     finally:
         sender.join()
+    assert (opcode, bytes(data)) == (OPCODE_BINARY, payload)
 
 
 def test_a_burst_of_small_frames_is_read_in_order(
@@ -134,6 +135,32 @@ def test_a_read_cut_short_by_its_deadline_resumes_where_it_stopped(
     peer.sendall(frame[300:])
     sock.settimeout(5)
     assert frames.read() == (OPCODE_BINARY, b"x" * 1000)
+
+
+def test_a_large_payload_cut_short_resumes_into_the_same_buffer(
+    pair: Tuple[_DeadlineSocket, socket.socket],
+) -> None:
+    sock, peer = pair
+    payload = os.urandom(1024 * 1024)
+    frame = server_frame(OPCODE_BINARY, payload)
+    frames = reader(sock)
+    sent = 0
+    # A large payload is read straight into its own buffer; each piece
+    # below ends in a timeout that keeps what came.
+    for end in (100, 50_000, 100_000):
+        peer.sendall(frame[sent:end])
+        sent = end
+        sock.settimeout(0.05)
+        with pytest.raises(socket.timeout):
+            frames.read()
+    sender = threading.Thread(target=peer.sendall, args=(frame[sent:],))
+    sender.start()
+    try:
+        sock.settimeout(10)
+        opcode, data = frames.read()
+    finally:
+        sender.join()
+    assert (opcode, bytes(data)) == (OPCODE_BINARY, payload)
 
 
 def test_a_masked_server_frame_is_unmasked(pair: Tuple[_DeadlineSocket, socket.socket]) -> None:
