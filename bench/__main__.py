@@ -729,6 +729,20 @@ def add_sections(results: Dict[str, Any], extra: Dict[str, Any], name: str) -> N
         if extra.get(section):
             results[section] = {**extra[section], "origin": origin}
             results["meta"]["params"][section] = meta["params"].get(section, {})
+    # The large-output tables too, when that run measured them (more samples
+    # than the full run takes, say); each says where it comes from.
+    taken = {g["id"]: g for g in extra.get("groups", []) if g.get("section") == "output"}
+    if taken:
+        where = (
+            f"From another run than the rest of this page: ``{origin['command']}`` on"
+            f" {origin['date']} (``bench/results/{name}``)."
+        )
+        results["groups"] = [
+            {**taken[g["id"]], "note": " ".join(filter(None, [where, taken[g["id"]].get("note")]))}
+            if g["id"] in taken
+            else g
+            for g in results["groups"]
+        ]
     for key, client in extra["clients"].items():
         results["clients"].setdefault(key, client)
 
