@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from typing import Iterator, Tuple
+from typing import Tuple
 
 import pytest
 
@@ -13,16 +13,6 @@ from nublado_sync._transport import _READ_SIZE, _DeadlineSocket
 
 # Generous: the machine running the tests may be busy.
 MARGIN = 2.0
-
-
-@pytest.fixture
-def pair() -> Iterator[Tuple[_DeadlineSocket, socket.socket]]:
-    ours, peer = socket.socketpair()
-    try:
-        yield _DeadlineSocket(ours), peer
-    finally:
-        ours.close()
-        peer.close()
 
 
 def test_reads_ahead_and_hands_out_what_is_asked(

@@ -6,7 +6,7 @@ import os
 import socket
 import struct
 import threading
-from typing import Iterator, Optional, Tuple
+from typing import Optional, Tuple
 
 import pytest
 
@@ -57,16 +57,6 @@ def unmask_client_frame(frame: bytes) -> Tuple[int, bool, bytes]:
     payload = frame[offset + 4 :]
     assert len(payload) == size
     return first & 0x0F, bool(second & 0x80), bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-
-
-@pytest.fixture
-def pair() -> Iterator[Tuple[_DeadlineSocket, socket.socket]]:
-    ours, peer = socket.socketpair()
-    try:
-        yield _DeadlineSocket(ours), peer
-    finally:
-        ours.close()
-        peer.close()
 
 
 def reader(sock: _DeadlineSocket, limit: Optional[int] = None) -> FrameReader:
