@@ -102,6 +102,13 @@ def _native_pong_default() -> Optional[bool]:
     return bool(param.default)
 
 
+def _has_ack_policy() -> bool:
+    """Whether the package has `AckPolicy` (early acks beyond the pong)."""
+    import nublado_sync
+
+    return "AckPolicy" in getattr(nublado_sync, "__all__", ())
+
+
 def make_clients(
     wanted: List[str],
     failures: List[Dict[str, Any]],
@@ -111,10 +118,14 @@ def make_clients(
     main_python = sys.executable
     clients: Dict[str, Client] = {}
     pong_tag = "" if pong_impl != "emulated" else ", emulated"
+    # Since AckPolicy, the package's default acknowledges early by pong or
+    # TCP_QUICKACK as the load allows; before it, prompt_acks meant a pong
+    # always.
+    acks = "early acks" if _has_ack_policy() else "pong"
     if "ns" in wanted:
         clients["ns_pong"] = Client(
             "ns_pong",
-            f"nublado_sync (pong{pong_tag})",
+            f"nublado_sync ({acks}{pong_tag})",
             main_python,
             "nublado_sync_driver.py",
             "import nublado_sync",
@@ -122,7 +133,7 @@ def make_clients(
         )
         clients["ns_nopong"] = Client(
             "ns_nopong",
-            "nublado_sync (no pong)",
+            f"nublado_sync (no {acks})",
             main_python,
             "nublado_sync_driver.py",
             "import nublado_sync",
@@ -135,7 +146,8 @@ def make_clients(
             ours = clients[key]
             clients[key.replace("ns_", "nsbase_")] = Client(
                 key.replace("ns_", "nsbase_"),
-                ours.label.replace("nublado_sync", "nublado_sync baseline"),
+                # The baseline's option is read as its own version meant it.
+                "nublado_sync baseline (" + ("pong)" if key == "ns_pong" else "no pong)"),
                 ours.python,
                 ours.driver,
                 ours.import_code,

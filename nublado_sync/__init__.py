@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from . import _lazy
 
 if TYPE_CHECKING:
+    from ._acks import AckPolicy
     from ._client import NubladoClient
     from ._discovery import DiscoveryClient
     from ._exceptions import (
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AckPolicy",
     "BatchResult",
     "CodeContext",
     "DiscoveryClient",
@@ -134,6 +136,7 @@ __all__ = [
 # request to the lab goes out before the kernel protocol modules load)
 # stays cheap; see docs/benchmarks.rst.
 _EXPORTS = {
+    "AckPolicy": "_acks",
     "BatchResult": "_notebooks._batch",
     "CodeContext": "_models",
     "DiscoveryClient": "_discovery",

@@ -237,7 +237,8 @@ class NubladoExecutionError(NubladoError):
         When the code failed; the current time when omitted.
     status
         ``execute_reply`` status (``error`` or ``aborted``), or another word
-        naming the failure (``dead``, ``output lost``).
+        naming the failure (``dead``, ``unresponsive``, ``gone``, ``output
+        lost``).
     started_at
         When execution began.
     result
@@ -794,3 +795,13 @@ class NubladoWebSocketError(NubladoError):
                 code=status,
             )
         return cls(error, user)
+
+
+class KernelGoneError(NubladoWebSocketError):
+    """The lab answered, and no longer has the session's kernel.
+
+    It died and could not be restarted (on a crowded lab a kernel that
+    fails to start is removed), or something shut it down. Reconnecting
+    cannot help; a new session can. Not exported: callers see a
+    `NubladoWebSocketError`.
+    """

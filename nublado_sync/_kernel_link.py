@@ -14,8 +14,10 @@ import contextlib
 import time
 from typing import TYPE_CHECKING, Callable, Iterator, Optional
 
+from ._acks import CALLS_IN_FLIGHT, AckPolicy
 from ._deadline import Deadline
 from ._exceptions import (
+    KernelGoneError,
     NubladoError,
     NubladoSessionClosedError,
     NubladoTimeoutError,
@@ -59,8 +61,8 @@ class KernelLink:
         Seconds between unsolicited pongs, or `None` (see `KernelSocket`).
     max_message_size
         Largest message accepted, in bytes, or `None`.
-    prompt_acks
-        Whether to acknowledge messages promptly (see `KernelSocket`).
+    acks
+        How to acknowledge messages early (see `KernelSocket`).
     heartbeat_timeout
         Seconds a send may take when the call has no deadline.
     reconnect
@@ -79,7 +81,7 @@ class KernelLink:
         logger: Logger,
         keepalive_interval: Optional[float],
         max_message_size: Optional[int],
-        prompt_acks: bool,
+        acks: AckPolicy,
         heartbeat_timeout: float,
         reconnect: Optional[ReconnectPolicy],
         opener: Optional[Opener],
@@ -89,7 +91,7 @@ class KernelLink:
         self._logger = logger
         self._keepalive_interval = keepalive_interval
         self._max_message_size = max_message_size
-        self._prompt_acks = prompt_acks
+        self._acks = acks
         self._heartbeat_timeout = heartbeat_timeout
         self._reconnect_policy = reconnect
         self._opener = opener
@@ -145,7 +147,7 @@ class KernelLink:
             logger=self._logger,
             keepalive_interval=self._keepalive_interval,
             max_message_size=self._max_message_size,
-            prompt_acks=self._prompt_acks,
+            acks=self._acks,
             claimed=claimed,
         )
 
@@ -156,9 +158,11 @@ class KernelLink:
         # away until it lets go (of the socket it ends with, after a
         # reconnect: `reconnect` hands the lock over).
         self._socket.claim()
+        CALLS_IN_FLIGHT.enter()
         try:
             yield
         finally:
+            CALLS_IN_FLIGHT.leave()
             self._socket.release()
 
     def reconnect(self, deadline: Deadline, cause: NubladoWebSocketError) -> None:
@@ -193,6 +197,13 @@ class KernelLink:
             )
             try:
                 ws = opener(deadline.remaining())
+            except KernelGoneError as e:
+                self._gave_up = True
+                raise KernelGoneError(
+                    f"{cause.message}; reconnecting is pointless: {e.message}",
+                    self.username,
+                    code=e.code,
+                ) from cause
             except (NubladoWebSocketError, NubladoTimeoutError, NubladoWebError) as e:
                 last = e
                 # Even a 404 may pass: a restarted configurable-http-proxy

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Dict, List, Optiona
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ._deadline import Deadline
-from ._exceptions import NubladoProtocolError, NubladoWebError
+from ._exceptions import NubladoError, NubladoProtocolError, NubladoWebError
 from ._http import HTTPSession, is_transient
 
 if TYPE_CHECKING:
@@ -277,6 +277,22 @@ class LabAPI:
         if not isinstance(answer, list):
             raise NubladoProtocolError("Session list is not a list", self.http.user)
         return answer
+
+    def kernel_exists(self, kernel_id: str, timeout: Optional[float] = None) -> Optional[bool]:
+        """Whether the lab still has a kernel; `None` when it did not say.
+
+        Only the lab's own list counts: a proxy that lost its routes, or a
+        hub between restarts, answers 404 for everything, which says
+        nothing about the kernel. Never raises; ``timeout`` bounds each
+        read (the HTTP session's when `None`).
+        """
+        try:
+            answer = self._call("GET", "api/kernels", timeout=timeout).json()
+        except (NubladoError, ValueError):
+            return None
+        if not isinstance(answer, list):
+            return None
+        return any(isinstance(k, dict) and k.get("id") == kernel_id for k in answer)
 
     def interrupt_kernel(self, kernel_id: str) -> None:
         """Interrupt a kernel through the REST API.

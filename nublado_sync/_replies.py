@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import NoReturn, Optional, Union
+from typing import Callable, NoReturn, Optional, Union
 
 from ._deadline import Deadline
 from ._exceptions import (
@@ -29,6 +29,12 @@ from ._pipeline import PipelineCollector
 from ._reconnect import Continuity
 
 __all__ = ["ReplyWaiter"]
+
+# Longest wait for the lab's answer to "do you still have the kernel?".
+_KERNEL_CHECK_TIMEOUT = 10.0
+
+KernelCheck = Callable[[float], Optional[bool]]
+"""Asks the lab within the given seconds whether it still has the kernel."""
 
 # How long one readiness probe waits before another is sent: the first
 # requests to a starting kernel can be lost before its channels connect.
@@ -48,6 +54,9 @@ class ReplyWaiter:
         Seconds without a message before the kernel is probed.
     heartbeat_timeout
         Seconds a probe may stay unanswered before the kernel counts as dead.
+    kernel_check
+        Asks the lab, within the given seconds, whether it still has the
+        kernel (`None`: it did not say); `None` when the session cannot ask.
     """
 
     def __init__(
@@ -57,8 +66,10 @@ class ReplyWaiter:
         logger: Logger,
         heartbeat_interval: float,
         heartbeat_timeout: float,
+        kernel_check: Optional[KernelCheck] = None,
     ) -> None:
         self.username = link.username
+        self._kernel_check = kernel_check
         self._link = link
         self._client_id = link.client_id
         self._logger = logger
@@ -149,6 +160,7 @@ class ReplyWaiter:
         heard_at = time.monotonic()
         probe_id: Optional[str] = None
         probe_sent_at = 0.0
+        asked_lab = False
         # After a reconnect: a kernel_info_request on shell, which the kernel
         # answers only after our request (shell requests run in order). Once
         # its reply and idle are in, everything of ours that is coming has
@@ -164,6 +176,21 @@ class ReplyWaiter:
             if probe_id is None and now - heard_at >= self._heartbeat_interval:
                 probe_id = self._send_probe("control", deadline)
                 probe_sent_at = now
+                asked_lab = False
+            if (
+                probe_id is not None
+                and not asked_lab
+                and now - probe_sent_at >= self._heartbeat_interval
+            ):
+                # The probe is late: a kernel shut down behind the session's
+                # back leaves the WebSocket open and silent, so ask the lab
+                # (once per probe) rather than wait out the whole timeout.
+                asked_lab = True
+                # Within what is left of the heartbeat's own timeout: the
+                # lab's answer must not outlast the verdict it speeds up.
+                self._check_kernel_exists(
+                    deadline.bound(probe_sent_at + self._heartbeat_timeout - now)
+                )
             if probe_id is not None and now - probe_sent_at >= self._heartbeat_timeout:
                 self._link.abandon("kernel stopped answering")
                 raise NubladoKernelDiedError(
@@ -176,6 +203,8 @@ class ReplyWaiter:
                 )
             if probe_id is None:
                 wait = heard_at + self._heartbeat_interval - now
+            elif not asked_lab and self._kernel_check is not None:
+                wait = probe_sent_at + self._heartbeat_interval - now
             else:
                 wait = probe_sent_at + self._heartbeat_timeout - now
             if isinstance(collector, PipelineCollector):
@@ -273,6 +302,20 @@ class ReplyWaiter:
         self._link.socket.send(request, deadline.bound(self._heartbeat_timeout))
         msg_id: str = request.header["msg_id"]
         return msg_id
+
+    def _check_kernel_exists(self, seconds: float) -> None:
+        if self._kernel_check is None or seconds <= 0:
+            return
+        if self._kernel_check(min(seconds, _KERNEL_CHECK_TIMEOUT)) is False:
+            self._link.abandon("the lab no longer has the kernel")
+            raise NubladoKernelDiedError(
+                self.username,
+                error=(
+                    "The lab no longer has the kernel: it was shut down or died for good"
+                    " while running the code"
+                ),
+                status="gone",
+            )
 
     def _kernel_died(self, detail: str) -> NubladoKernelDiedError:
         # The server restarts a dead kernel under the same id; the next

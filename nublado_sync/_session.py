@@ -13,6 +13,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
+from ._acks import DEFAULT_ACKS, AckPolicy
 from ._arguments import check_duration
 from ._deadline import Deadline
 from ._exceptions import (
@@ -34,7 +35,7 @@ from ._pipeline import QueuedCell, ResultCallback
 from ._queued import run_queued
 from ._reasons import one_line
 from ._reconnect import ReconnectPolicy
-from ._replies import ReplyWaiter
+from ._replies import KernelCheck, ReplyWaiter
 
 if TYPE_CHECKING:
     import websocket
@@ -42,6 +43,14 @@ if TYPE_CHECKING:
 __all__ = ["JupyterLabSession"]
 
 _DEFAULT_RECONNECT = ReconnectPolicy()
+
+
+def _ack_policy(value: Union[bool, AckPolicy], username: str) -> AckPolicy:
+    if isinstance(value, AckPolicy):
+        return value
+    if isinstance(value, bool):
+        return DEFAULT_ACKS if value else AckPolicy.off()
+    raise NubladoUsageError("prompt_acks must be True, False or an AckPolicy", username)
 
 
 def _seconds(value: Optional[datetime.timedelta], name: str) -> Optional[float]:
@@ -89,17 +98,23 @@ class JupyterLabSession:
         raises `NubladoWebSocketError` as soon as its frame headers announce
         the size, before it is read. `None` for no limit.
     prompt_acks
-        While a reply is awaited, answer each message with an unsolicited
-        pong frame when nothing more is waiting. This lets the server's TCP
-        stack send the next message at once instead of waiting for the
-        client's delayed ACK (Nagle's algorithm), which cuts the round trip
-        of a small cell from about 50 ms to about 12 ms. Turn it off to send
-        nothing the server did not ask for.
+        How to acknowledge the kernel's messages early while a reply is
+        awaited, so that the server's TCP stack sends the next message at
+        once instead of waiting for the client's delayed ACK (the lab leaves
+        Nagle's algorithm on). This cuts the round trip of a small cell from
+        about 50 ms to about 12 ms. `True` (the default) for `AckPolicy`'s
+        defaults, `False` to send nothing the server did not ask for, or an
+        `AckPolicy`.
     reconnect
         How to reconnect when the WebSocket drops while a call runs or
         while the session is idle (see `ReconnectPolicy`); `None` to report
         a drop at once. Only a session opened by `JupyterLabSessionManager`
         can reconnect: one wrapping the caller's WebSocket cannot.
+
+    Raises
+    ------
+    NubladoUsageError
+        ``prompt_acks`` or ``reconnect`` is of the wrong type.
     """
 
     def __init__(
@@ -113,13 +128,15 @@ class JupyterLabSession:
         heartbeat_interval: datetime.timedelta = datetime.timedelta(seconds=3),
         heartbeat_timeout: datetime.timedelta = datetime.timedelta(seconds=60),
         max_message_size: Optional[int] = None,
-        prompt_acks: bool = True,
+        prompt_acks: Union[bool, AckPolicy] = True,
         reconnect: Optional[ReconnectPolicy] = _DEFAULT_RECONNECT,
         _client_id: Optional[str] = None,
         _opener: Optional[Opener] = None,
+        _kernel_check: Optional[KernelCheck] = None,
     ) -> None:
         if reconnect is not None and not isinstance(reconnect, ReconnectPolicy):
             raise NubladoUsageError("reconnect must be a ReconnectPolicy or None", username)
+        acks = _ack_policy(prompt_acks, username)
         self.username = username
         self.session_id = session_id
         self._logger = (logger or default_logger()).bind(user=username, session=session_id)
@@ -138,7 +155,7 @@ class JupyterLabSession:
             logger=self._logger,
             keepalive_interval=keepalive_interval_s,
             max_message_size=max_message_size,
-            prompt_acks=prompt_acks,
+            acks=acks,
             heartbeat_timeout=heartbeat_timeout_s,
             reconnect=reconnect,
             opener=_opener,
@@ -148,6 +165,7 @@ class JupyterLabSession:
             logger=self._logger,
             heartbeat_interval=heartbeat_interval_s,
             heartbeat_timeout=heartbeat_timeout_s,
+            kernel_check=_kernel_check,
         )
         self._in_use = threading.Lock()
 

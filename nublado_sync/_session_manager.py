@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Type, Union
 from ._arguments import check_duration, check_http_url, check_message_size, check_token
 from ._deadline import Deadline
 from ._exceptions import (
+    KernelGoneError,
     NubladoError,
     NubladoTimeoutError,
     NubladoUsageError,
@@ -183,6 +184,7 @@ class JupyterLabSessionManager:
                 max_message_size=self._max_size,
                 _client_id=self._client_id,
                 _opener=self._reopen,
+                _kernel_check=self._kernel_exists,
                 **self._session_options,
             )
             # A cancellation that came while the socket opened found no
@@ -223,6 +225,24 @@ class JupyterLabSessionManager:
             self._logger.warning("Could not delete lab session", error=one_line(str(e)))
             self._logger.debug("Session delete failure", exc_info=True)
 
+    def _kernel_exists(self, timeout: float) -> Optional[bool]:
+        # For the session's heartbeat: whether the lab still has the kernel.
+        assert self._kernel_id is not None
+        return self._api.kernel_exists(self._kernel_id, timeout=timeout)
+
+    def _check_kernel_exists(self, refusal: NubladoWebSocketError, deadline: Deadline) -> None:
+        # A 404 from the lab itself means the kernel is gone, and no retry
+        # can help; from a proxy between restarts it means nothing yet.
+        assert self._kernel_id is not None
+        if self._api.kernel_exists(self._kernel_id, timeout=deadline.remaining()) is False:
+            raise KernelGoneError(
+                f"The lab no longer has this session's kernel ({self._kernel_id}): it died"
+                " or was shut down (a kernel that fails to start on a busy lab is removed)."
+                " Open a new session",
+                self.username,
+                code=404,
+            ) from refusal
+
     def _reopen(self, timeout: Optional[float]) -> websocket.WebSocket:
         # For the session's reconnects: the same kernel, the same client id,
         # within the open timeout and whatever the caller's deadline leaves.
@@ -234,6 +254,8 @@ class JupyterLabSessionManager:
         try:
             return self._negotiate(deadline)
         except NubladoWebSocketError as e:
+            if e.code == 404:
+                self._check_kernel_exists(e, deadline)
             # An expired lab login fails the upgrade's XSRF or login check,
             # or redirects it into OAuth; log in again once, as for REST.
             if e.code not in (302, 403) or not self._api.relogin():

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Optional, Union
 
+from ._acks import DEFAULT_ACKS, AckPolicy, quickack
 from ._cancel import shutdown_socket
 from ._exceptions import NubladoError, NubladoProtocolError, NubladoWebSocketError
 from ._frames import (
@@ -372,9 +373,9 @@ class KernelSocket:
         Logger to use.
     max_message_size
         Largest message accepted, in bytes, or `None`.
-    prompt_acks
-        Before waiting for more of a reply, when nothing is waiting, send
-        an unsolicited pong (see `recv`).
+    acks
+        How to acknowledge messages early while a reply is awaited (see
+        `recv` and `AckPolicy`).
     keepalive_interval
         Seconds between unsolicited pong frames while idle, or `None` for no
         keepalive. jupyter_server closes a socket that has not answered its
@@ -395,16 +396,19 @@ class KernelSocket:
         logger: Logger,
         keepalive_interval: Optional[float],
         max_message_size: Optional[int] = None,
-        prompt_acks: bool = True,
+        acks: AckPolicy = DEFAULT_ACKS,
         claimed: bool = False,
     ) -> None:
         self._ws = ws
         self._user = user
         self._logger = logger
         self._max_size = max_message_size
-        self._prompt_acks = prompt_acks
-        # A pong for the next recv to send before it waits (see recv).
+        self._acks = acks
+        self._acks_active = acks.active
+        # An ACK for the next recv to send early before it waits (see recv).
         self._ack_owed = False
+        # The socket below our buffering, for TCP_QUICKACK.
+        self._raw_sock = ws.sock
         if ws.sock is not None and not isinstance(ws.sock, _DeadlineSocket):
             ws.sock = _DeadlineSocket(ws.sock)  # type: ignore[assignment]
         # Frames after the handshake are read and written here (_frames),
@@ -528,13 +532,13 @@ class KernelSocket:
     def recv(self, timeout: float, *, ack: bool = False) -> Optional[KernelMessage]:
         """Read one frame, waiting at most ``timeout`` seconds.
 
-        With ``ack`` (used while a reply is awaited) and ``prompt_acks``, a
-        data frame leaves a pong owed: the next `recv` sends it before it
-        waits, if no more data is waiting by then. The kernel WebSocket
-        leaves Nagle's algorithm on, so the server holds each small message
-        until the previous one is acknowledged, and the client's kernel
-        delays that ACK by up to 40 ms; the pong gives the ACK a segment to
-        ride at once, on every hop (proxies forward it). Sent only when the
+        With ``ack`` (used while a reply is awaited), a data frame leaves an
+        early ACK owed: the next `recv` sends it before it waits, if no more
+        data is waiting by then, as the session's `AckPolicy` says (a pong
+        frame or ``TCP_QUICKACK``, while few calls are in flight). The
+        kernel WebSocket leaves Nagle's algorithm on, so the server holds
+        each small message until the previous one is acknowledged, and TCP
+        delays that ACK by up to 40 ms (see `._acks`). Sent only when the
         reader is about to wait, it goes out only when a stall is possible:
         not during a burst of output (data waiting), not after the last
         message of a reply (no further `recv`), and not when a frame was
@@ -556,7 +560,7 @@ class KernelSocket:
         if self._ack_owed:
             self._ack_owed = False
             if self._idle():
-                self.pong()
+                self._ack_early()
         sock, frames = self._sock, self._frames
         if sock is None or frames is None:
             raise self._dropped("Connection closed unexpectedly (no close frame)")
@@ -592,7 +596,7 @@ class KernelSocket:
             # Answer the close, then report it.
             self._control(OPCODE_CLOSE, bytes(data[:2]))
             raise self._close_error(bytes(data))
-        if ack and self._prompt_acks:
+        if ack and self._acks_active:
             self._ack_owed = True
         if self._max_size is not None and len(data) > self._max_size:
             raise self._error(f"Message of {len(data)} bytes exceeds the limit of {self._max_size}")
@@ -664,6 +668,15 @@ class KernelSocket:
         if code is None or code in DROP_CLOSE_CODES:
             return self._dropped(message, code=code)
         return self._error(message, code=code)
+
+    def _ack_early(self) -> None:
+        """Acknowledge what was received, if and as the policy says."""
+        if not self._acks.due():
+            return
+        if self._acks.method == "pong":
+            self.pong()
+        elif self._raw_sock is not None:
+            quickack(self._raw_sock)
 
     def pong(self) -> None:
         """Send an unsolicited pong frame; errors are left for the next read."""

@@ -26,6 +26,7 @@ from nublado_sync import (
     JupyterLabSessionManager,
     NubladoClient,
     NubladoImageByClass,
+    NubladoKernelDiedError,
     NubladoOutputLostError,
     NubladoUsageError,
     NubladoWebSocketError,
@@ -193,6 +194,55 @@ def test_no_reconnect_when_turned_off(server: JupyterServer, proxy: TCPProxy) ->
             )
         assert proxy.refused == 0
         assert session.closed
+
+
+def test_a_kernel_the_lab_no_longer_has_ends_reconnecting_at_once(
+    server: JupyterServer, proxy: TCPProxy
+) -> None:
+    # A second attempt would wait two minutes, past the call's deadline.
+    policy = ReconnectPolicy(first_delay=seconds(120), max_delay=seconds(120))
+    manager = proxied(server, proxy, reconnect=policy)
+    with manager as session:
+        session.run_python("pass", timeout=seconds(30))
+        kernel = manager._kernel_id
+
+        def gone(_: Any) -> None:
+            # Shut down behind the session's back (as a kernel that died for
+            # good is removed), and the connection cut.
+            server.api("DELETE", f"api/kernels/{kernel}")
+            proxy.cut()
+
+        with pytest.raises(NubladoWebSocketError) as info:
+            session.execute(
+                "print('go', flush=True); import time; time.sleep(30)",
+                on_output=gone,
+                timeout=seconds(60),
+            )
+        message = str(info.value)
+        assert f"The lab no longer has this session's kernel ({kernel})" in message
+        assert "reconnecting is pointless" in message
+        assert session.closed
+    assert server.sessions() == []
+
+
+def test_a_kernel_shut_down_under_a_call_is_reported_by_the_heartbeat(
+    server: JupyterServer,
+) -> None:
+    # The server leaves the WebSocket open and silent: only the heartbeat
+    # notices, and asking the lab tells why long before its 60 s timeout.
+    manager = lab(server, heartbeat_interval=seconds(0.5))
+    with manager as session:
+        session.run_python("pass", timeout=seconds(30))
+        kernel = manager._kernel_id
+        with pytest.raises(NubladoKernelDiedError) as info:
+            session.execute(
+                "print('go', flush=True); import time; time.sleep(30)",
+                on_output=lambda _: server.api("DELETE", f"api/kernels/{kernel}"),
+                timeout=seconds(50),
+            )
+        assert "The lab no longer has the kernel" in str(info.value)
+        assert session.closed
+    assert server.sessions() == []
 
 
 def test_bad_policy_is_refused() -> None:

@@ -10,6 +10,7 @@ import pytest
 import websocket
 
 from nublado_sync import (
+    AckPolicy,
     CodeContext,
     JupyterLabSession,
     NubladoExecutionError,
@@ -19,6 +20,7 @@ from nublado_sync import (
     NubladoSessionClosedError,
     NubladoUsageError,
     NubladoWebSocketError,
+    _transport,
 )
 from nublado_sync._messages import execute_request
 
@@ -385,11 +387,19 @@ def test_interrupt_from_callback_and_other_thread(server: JupyterServer) -> None
         assert session.run_python("print('and here')") == "and here\n"
 
 
-@pytest.mark.parametrize("prompt_acks", [True, False])
+@pytest.mark.parametrize(
+    "prompt_acks",
+    [True, False, AckPolicy(method="quickack")],
+    ids=["default", "off", "quickack"],
+)
 def test_prompt_ack_pongs_only_while_a_reply_is_awaited(
-    stock_server: JupyterServer, prompt_acks: bool
+    stock_server: JupyterServer, prompt_acks: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Counted on the wire by a proxy in front of the real server.
+    # TCP_QUICKACK calls are counted in the library, pongs on the wire by a
+    # proxy in front of the real server.
+    quickacks = []
+    real_quickack = _transport.quickack
+    monkeypatch.setattr(_transport, "quickack", lambda s: (quickacks.append(1), real_quickack(s)))
     host, port = stock_server.url.split("//")[1].rstrip("/").split(":")
     with running_proxy((host, int(port))) as proxy:
         manager = lab(stock_server, prompt_acks=prompt_acks)
@@ -399,12 +409,14 @@ def test_prompt_ack_pongs_only_while_a_reply_is_awaited(
             after_open = proxy.client_frames().get("pong", 0)
             session.run_python("pass")
             after_pass = proxy.client_frames().get("pong", 0)
+            quickacks_after_pass = len(quickacks)
             # One 4 MB stream message arrives in many TCP segments; it is
             # acknowledged as one message, not once per segment read.
             out = session.run_python("import sys; sys.stdout.write('x' * 4_000_000)")
             after_big = proxy.client_frames().get("pong", 0)
             assert len(out) == 4_000_000
-    if prompt_acks:
+    if prompt_acks is True:
+        # One call in flight: under the default limit, so pongs.
         assert after_open >= 1
         assert after_pass > after_open
         # "pass" brings four messages (busy, execute_input, execute_reply,
@@ -414,6 +426,14 @@ def test_prompt_ack_pongs_only_while_a_reply_is_awaited(
         # busy, execute_input, the stream (maybe split by the kernel),
         # execute_reply, idle: about a dozen messages at most.
         assert 1 <= after_big - after_pass <= 12
-    else:
+        assert quickacks == []
+    elif prompt_acks is False:
         assert after_big == 0
+        assert quickacks == []
+    else:
+        # The system call instead of the pong, as sparingly.
+        assert after_big == 0
+        # The probe at opening (about three messages), then "pass" (four).
+        assert 1 <= quickacks_after_pass <= 8
+        assert 1 <= len(quickacks) - quickacks_after_pass <= 12
     assert stock_server.sessions() == []
