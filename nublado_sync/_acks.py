@@ -30,7 +30,14 @@ from typing import Optional
 
 from ._exceptions import NubladoUsageError
 
-__all__ = ["CALLS_IN_FLIGHT", "DEFAULT_ACKS", "AckPolicy", "CallsInFlight", "quickack"]
+__all__ = [
+    "CALLS_IN_FLIGHT",
+    "DEFAULT_ACKS",
+    "AckPolicy",
+    "CallsInFlight",
+    "as_ack_policy",
+    "quickack",
+]
 
 # Absent outside Linux; the pong still works there.
 _TCP_QUICKACK: Optional[int] = getattr(socket, "TCP_QUICKACK", None)
@@ -131,6 +138,21 @@ CALLS_IN_FLIGHT = CallsInFlight()
 
 DEFAULT_ACKS = AckPolicy()
 """The policy a session uses unless told otherwise."""
+
+
+def as_ack_policy(value: object, user: Optional[str] = None) -> AckPolicy:
+    """Return the policy a ``prompt_acks`` argument names.
+
+    Raises
+    ------
+    NubladoUsageError
+        It is not `True`, `False` or an `AckPolicy`.
+    """
+    if isinstance(value, AckPolicy):
+        return value
+    if isinstance(value, bool):
+        return DEFAULT_ACKS if value else AckPolicy.off()
+    raise NubladoUsageError("prompt_acks must be True, False or an AckPolicy", user)
 
 
 def quickack(sock: socket.socket) -> None:

@@ -846,7 +846,8 @@ class NubladoClient:
             Time allowed to open the WebSocket and for the kernel to answer.
         **session_options
             Passed to `JupyterLabSession` (``keepalive_interval``,
-            ``heartbeat_interval``, ``heartbeat_timeout``).
+            ``heartbeat_interval``, ``heartbeat_timeout``, ``prompt_acks``,
+            ``reconnect``); checked at once.
 
         Returns
         -------
@@ -856,8 +857,9 @@ class NubladoClient:
         Raises
         ------
         NubladoUsageError
-            ``max_websocket_size`` is under 64 KiB, or
-            ``websocket_open_timeout`` is not a positive `datetime.timedelta`.
+            ``max_websocket_size`` is under 64 KiB,
+            ``websocket_open_timeout`` is not a positive `datetime.timedelta`,
+            or a session option is unknown or invalid.
         """
         return JupyterLabSessionManager(
             username=self.username,

@@ -17,7 +17,7 @@ from typing import Deque, List, Optional, Set, Tuple
 
 from ._exceptions import NubladoUsageError
 
-__all__ = ["DROP_CLOSE_CODES", "Continuity", "ReconnectPolicy"]
+__all__ = ["DEFAULT_RECONNECT", "DROP_CLOSE_CODES", "Continuity", "ReconnectPolicy"]
 
 DROP_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 """Close codes after which reconnecting can help: going away, abnormal
@@ -132,6 +132,10 @@ def _counter(msg_id: str) -> Optional[Tuple[str, int]]:
     if match is None:
         return None
     return match.group(1), int(match.group(2))
+
+
+DEFAULT_RECONNECT = ReconnectPolicy()
+"""The policy a session uses unless told otherwise."""
 
 
 class Continuity:

@@ -13,7 +13,7 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
-from ._acks import DEFAULT_ACKS, AckPolicy
+from ._acks import AckPolicy, as_ack_policy
 from ._arguments import check_duration
 from ._deadline import Deadline
 from ._exceptions import (
@@ -34,23 +34,13 @@ from ._models import CodeContext, ExecutionResult
 from ._pipeline import QueuedCell, ResultCallback
 from ._queued import run_queued
 from ._reasons import one_line
-from ._reconnect import ReconnectPolicy
+from ._reconnect import DEFAULT_RECONNECT, ReconnectPolicy
 from ._replies import KernelCheck, ReplyWaiter
 
 if TYPE_CHECKING:
     import websocket
 
 __all__ = ["JupyterLabSession"]
-
-_DEFAULT_RECONNECT = ReconnectPolicy()
-
-
-def _ack_policy(value: Union[bool, AckPolicy], username: str) -> AckPolicy:
-    if isinstance(value, AckPolicy):
-        return value
-    if isinstance(value, bool):
-        return DEFAULT_ACKS if value else AckPolicy.off()
-    raise NubladoUsageError("prompt_acks must be True, False or an AckPolicy", username)
 
 
 def _seconds(value: Optional[datetime.timedelta], name: str) -> Optional[float]:
@@ -129,14 +119,14 @@ class JupyterLabSession:
         heartbeat_timeout: datetime.timedelta = datetime.timedelta(seconds=60),
         max_message_size: Optional[int] = None,
         prompt_acks: Union[bool, AckPolicy] = True,
-        reconnect: Optional[ReconnectPolicy] = _DEFAULT_RECONNECT,
+        reconnect: Optional[ReconnectPolicy] = DEFAULT_RECONNECT,
         _client_id: Optional[str] = None,
         _opener: Optional[Opener] = None,
         _kernel_check: Optional[KernelCheck] = None,
     ) -> None:
         if reconnect is not None and not isinstance(reconnect, ReconnectPolicy):
             raise NubladoUsageError("reconnect must be a ReconnectPolicy or None", username)
-        acks = _ack_policy(prompt_acks, username)
+        acks = as_ack_policy(prompt_acks, username)
         self.username = username
         self.session_id = session_id
         self._logger = (logger or default_logger()).bind(user=username, session=session_id)

@@ -8,6 +8,7 @@ import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Type, Union
 
+from ._acks import as_ack_policy
 from ._arguments import check_duration, check_http_url, check_message_size, check_token
 from ._deadline import Deadline
 from ._exceptions import (
@@ -23,6 +24,7 @@ from ._interrupts import deferred_interrupts
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._reasons import one_line, transport_failure
+from ._reconnect import DEFAULT_RECONNECT, ReconnectPolicy
 from ._redact import redact_url
 from ._retry import RetryPolicy
 from ._wire import V1_SUBPROTOCOL
@@ -39,6 +41,40 @@ __all__ = ["JupyterLabSessionManager", "open_lab_session"]
 # pause between tries.
 _DELETE_RETRY = datetime.timedelta(seconds=15)
 _DELETE_PAUSE = 0.5
+
+
+# The `JupyterLabSession` options a manager passes on.
+_SESSION_OPTIONS = frozenset(
+    {"keepalive_interval", "heartbeat_interval", "heartbeat_timeout", "prompt_acks", "reconnect"}
+)
+# Upgrade answers of a proxy or ingress whose backend is not there yet.
+_PASSING_STATUSES = frozenset({502, 503, 504})
+
+
+def _check_session_options(options: Mapping[str, Any], user: str) -> Optional[ReconnectPolicy]:
+    """Refuse bad session options before anything is asked of the server.
+
+    Returns the reconnect policy, which opening the WebSocket uses too.
+    """
+    unknown = sorted(set(options) - _SESSION_OPTIONS)
+    if unknown:
+        raise NubladoUsageError(
+            f"Unknown session option(s): {', '.join(unknown)}; the options are"
+            f" {', '.join(sorted(_SESSION_OPTIONS))}",
+            user,
+        )
+    for name in ("keepalive_interval", "heartbeat_interval", "heartbeat_timeout"):
+        if name in options:
+            check_duration(options[name], name, user, optional=True)
+    as_ack_policy(options.get("prompt_acks", True), user)
+    reconnect = options.get("reconnect", DEFAULT_RECONNECT)
+    if reconnect is not None and not isinstance(reconnect, ReconnectPolicy):
+        raise NubladoUsageError("reconnect must be a ReconnectPolicy or None", user)
+    return reconnect
+
+
+class _OpenFailedError(NubladoWebSocketError):
+    """The WebSocket could not be opened for a reason that may pass."""
 
 
 class _SubprotocolRefusedError(Exception):
@@ -78,13 +114,15 @@ class JupyterLabSessionManager:
     session_options
         Further keyword arguments for `JupyterLabSession`
         (``keepalive_interval``, ``heartbeat_interval``,
-        ``heartbeat_timeout``).
+        ``heartbeat_timeout``, ``prompt_acks``, ``reconnect``); checked at
+        once.
 
     Raises
     ------
     NubladoUsageError
-        ``max_websocket_size`` is not an int of at least 64 KiB, or
-        ``websocket_open_timeout`` is not a positive `datetime.timedelta`.
+        ``max_websocket_size`` is not an int of at least 64 KiB,
+        ``websocket_open_timeout`` is not a positive `datetime.timedelta`,
+        or a session option is unknown or invalid.
     """
 
     def __init__(
@@ -110,6 +148,7 @@ class JupyterLabSessionManager:
         self._max_size = max_websocket_size
         self._open_timeout = websocket_open_timeout
         self._logger = logger or default_logger()
+        self._reconnect = _check_session_options(session_options, username)
         self._session_options = session_options
         self._session_id: Optional[str] = None
         self._kernel_id: Optional[str] = None
@@ -175,7 +214,7 @@ class JupyterLabSessionManager:
             # first output sooner.
             from ._session import JupyterLabSession
 
-            ws = self._connect(deadline)
+            ws = self._connect_first(deadline)
             self._session = JupyterLabSession(
                 username=self.username,
                 session_id=self._session_id,
@@ -242,6 +281,31 @@ class JupyterLabSessionManager:
                 self.username,
                 code=404,
             ) from refusal
+
+    def _connect_first(self, deadline: Deadline) -> websocket.WebSocket:
+        # A lab just spawned, or a proxy restarting, may refuse the first
+        # upgrade for a moment: tried again as a dropped socket would be.
+        policy = self._reconnect
+        attempt = 1
+        while True:
+            try:
+                return self._connect(deadline)
+            except NubladoWebSocketError as e:
+                passing = isinstance(e, _OpenFailedError) or e.code in _PASSING_STATUSES
+                if policy is None or not passing or attempt >= policy.max_attempts:
+                    raise
+                attempt += 1
+                pause = policy.delay(attempt)
+                remaining = deadline.remaining()
+                if remaining is not None and remaining <= pause:
+                    raise
+                self._logger.warning(
+                    "Opening the kernel WebSocket failed, trying again",
+                    attempt=attempt,
+                    max_attempts=policy.max_attempts,
+                    error=e.message,
+                )
+                time.sleep(pause)
 
     def _reopen(self, timeout: Optional[float]) -> websocket.WebSocket:
         # For the session's reconnects: the same kernel, the same client id,
@@ -339,13 +403,13 @@ class JupyterLabSessionManager:
         except (OSError, ValueError) as e:
             raise self._open_error(e) from None
 
-    def _open_error(self, e: Exception) -> NubladoWebSocketError:
+    def _open_error(self, e: Exception) -> _OpenFailedError:
         # In words, as for HTTP; the library's own text goes to the debug log.
         self._logger.debug(
             "WebSocket open failed", error=self._api.http.redact(f"{type(e).__name__}: {e}")
         )
         words = transport_failure(e, redact_url(self._api.base_url))
-        return NubladoWebSocketError(
+        return _OpenFailedError(
             f"Cannot open WebSocket: {self._api.http.redact(words)}", self.username
         )
 
@@ -465,7 +529,8 @@ def open_lab_session(
         environment's.
     **session_options
         Passed to `JupyterLabSession` (``keepalive_interval``,
-        ``heartbeat_interval``, ``heartbeat_timeout``).
+        ``heartbeat_interval``, ``heartbeat_timeout``, ``prompt_acks``,
+        ``reconnect``); checked at once.
 
     Returns
     -------
@@ -479,8 +544,8 @@ def open_lab_session(
         to be real (under 8 characters) or holding white space, a timeout
         that is not a positive `datetime.timedelta`, a
         ``max_websocket_size`` under 64 KiB, a ``retry`` that is not a
-        `RetryPolicy`, or ``proxies`` that are not a mapping of strings to
-        proxy URLs.
+        `RetryPolicy`, ``proxies`` that are not a mapping of strings to
+        proxy URLs, or a session option unknown or invalid.
     """
     check_http_url(url, "url", username)
     check_token(token, username)

@@ -4,7 +4,8 @@ A front proxy of ours (`tests.fault_proxy`) before the real test hub answers
 the first request of each kind with a 503 and ``Retry-After: 1``, or with a
 connection reset, or passes it to the hub and drops the answer. The flow
 (login, user record, spawn page and form, progress, lab login with its OAuth
-hops, session creation, a cell, session delete, lab stop) must complete with
+hops, session creation, the kernel WebSocket, a cell, session delete, lab
+stop) must complete with
 one spawn and one session, and every fault must have been met.
 """
 
@@ -36,6 +37,8 @@ KINDS = [
     ("GET", r"^/hub/api/oauth2/authorize"),
     ("GET", r"/oauth_callback"),
     ("POST", r"/api/sessions$"),
+    # The first kernel WebSocket upgrade: refused or reset, then tried again.
+    ("GET", r"/api/kernels/[^/]+/channels"),
     ("DELETE", r"/api/sessions/"),
     ("DELETE", rf"^/hub/api/users/{USER}/server$"),
 ]
