@@ -739,7 +739,10 @@ def add_sections(results: Dict[str, Any], extra: Dict[str, Any], name: str) -> N
     origin = {"file": name, "date": meta.get("date"), "command": meta.get("command")}
     for section in ("scale", "notebook"):
         if extra.get(section):
-            results[section] = {**extra[section], "origin": origin}
+            # That run's own names for its clients: what "nublado_sync" did
+            # then is what its label says.
+            labels = {k: c.get("label", k) for k, c in extra["clients"].items()}
+            results[section] = {**extra[section], "origin": origin, "labels": labels}
             results["meta"]["params"][section] = meta["params"].get(section, {})
     # The large-output tables too, when that run measured them (more samples
     # than the full run takes, say); each says where it comes from.
@@ -757,6 +760,10 @@ def add_sections(results: Dict[str, Any], extra: Dict[str, Any], name: str) -> N
         ]
     for key, client in extra["clients"].items():
         results["clients"].setdefault(key, client)
+    # Its failed runs too: they are why some figures have fewer rounds.
+    results["meta"].setdefault("failures", []).extend(
+        {**f, "run": name} for f in meta.get("failures", [])
+    )
 
 
 def render(results: Dict[str, Any], log_fn: Callable[[str], None] = log) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import _report_notebook, _report_scale, _stats
@@ -467,6 +468,21 @@ def _glance_table(results: Dict[str, Any]) -> str:
     return _list_table('Median (p90) round trip of run_python("pass"), ms', header, rows)
 
 
+def _failure_cause(error: str) -> str:
+    """The line of a recorded failure that says what went wrong.
+
+    A driver's traceback ends with the exception that stopped it; a worker's
+    failure shows as a broken barrier in the others, so that one is skipped.
+    """
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    causes = [
+        line
+        for line in lines
+        if re.match(r"^[\w.]+(Error|Exception): ", line) and "BrokenBarrierError" not in line
+    ]
+    return causes[-1] if causes else (lines[0] if lines else "?")
+
+
 def _pong_table(results: Dict[str, Any]) -> Optional[str]:
     rows = []
     for target, title in TARGET_TITLES.items():
@@ -583,7 +599,9 @@ def _findings(results: Dict[str, Any]) -> List[str]:
         )
     scale = results.get("scale")
     if scale:
-        out += _report_scale.findings(scale, labels, results.get("reference"))
+        out += _report_scale.findings(
+            scale, {**labels, **scale.get("labels", {})}, results.get("reference")
+        )
     notebook = results.get("notebook")
     if notebook:
         out += _report_notebook.findings(notebook, labels)
@@ -738,22 +756,25 @@ def render_rst(results: Dict[str, Any], *, chart: str) -> str:
     scale = results.get("scale")
     if scale:
         labels = {k: c.get("label", k) for k, c in results["clients"].items()}
+        labels.update(scale.get("labels", {}))
         lines += _report_scale.render(
             scale, labels, CLIENT_ORDER, ref, meta["params"].get("scale", {})
         )
     notebook = results.get("notebook")
     if notebook:
         labels = {k: c.get("label", k) for k, c in results["clients"].items()}
+        labels.update(notebook.get("labels", {}))
         lines += _report_notebook.render(notebook, labels, CLIENT_ORDER)
     lines += _method_notes(meta)
     failures = meta.get("failures") or []
     lines += ["Failures", "--------", ""]
     if failures:
         for f in failures:
-            first = (f.get("error") or "").strip().splitlines()
             where = f" on {f['target']}" if f.get("target") else ""
+            run = f" (``bench/results/{f['run']}``)" if f.get("run") else ""
             lines.append(
-                f"- {f['client']}, {f['scenario']}{where}: ``{first[0] if first else '?'}``"
+                f"- {f['client']}, {f['scenario']}{where}{run}:"
+                f" ``{_failure_cause(f.get('error') or '')}``"
             )
     else:
         lines.append("None: every client ran every scenario.")

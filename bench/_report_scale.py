@@ -160,6 +160,20 @@ def findings(scale: Dict[str, Any], labels: Dict[str, str], reference: Optional[
     return out
 
 
+def _acks_note(labels: Dict[str, str], clients: Sequence[str]) -> List[str]:
+    """What the nublado_sync variants acknowledge, when the run has ``AckPolicy``."""
+    if not any("early acks" in labels.get(c, "") for c in clients):
+        return []
+    return [
+        "nublado_sync (early acks) is the package's default ``AckPolicy``: a pong frame"
+        " after a message when more of the reply is awaited and nothing more has arrived,"
+        " while at most 16 calls of the process are in flight, and nothing above that."
+        " nublado_sync (no early acks) is ``prompt_acks=False``. The baseline, where"
+        " present, is the package before ``AckPolicy``, whose pong went out at any load.",
+        "",
+    ]
+
+
 def render(
     scale: Dict[str, Any],
     labels: Dict[str, str],
@@ -188,6 +202,7 @@ def render(
         " ``/proc`` over the measured runs. The machine has 2 cores and was shared with"
         " other work: compare the clients within a column, not across runs.",
         "",
+        *_acks_note(labels, clients),
     ]
     for key, title, unit, factor, better in METRICS:
         rows = []
