@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Type
 
 from ._acks import CALLS_IN_FLIGHT, AckPolicy
 from ._deadline import Deadline
@@ -198,11 +198,8 @@ class KernelLink:
             try:
                 ws = opener(deadline.remaining())
             except KernelGoneError as e:
-                self._gave_up = True
-                raise KernelGoneError(
-                    f"{cause.message}; reconnecting is pointless: {e.message}",
-                    self.username,
-                    code=e.code,
+                raise self._giving_up(
+                    KernelGoneError, f"{cause.message}; reconnecting is pointless: {e.message}", e
                 ) from cause
             except (NubladoWebSocketError, NubladoTimeoutError, NubladoWebError) as e:
                 last = e
@@ -222,12 +219,18 @@ class KernelLink:
             self._logger.info("Reconnected kernel WebSocket", attempt=attempt)
             return
         why = f"; last attempt: {last.message}" if last is not None else ""
-        self._gave_up = True
-        raise NubladoWebSocketError(
+        raise self._giving_up(
+            NubladoWebSocketError,
             f"{cause.message}; reconnecting failed after {attempts} attempt(s){why}",
-            self.username,
-            code=cause.code,
+            cause,
         ) from cause
+
+    def _giving_up(
+        self, kind: Type[NubladoWebSocketError], message: str, source: NubladoWebSocketError
+    ) -> NubladoWebSocketError:
+        # Once given up, the session closes; the error keeps the code.
+        self._gave_up = True
+        return kind(message, self.username, code=source.code)
 
     def _was_aborted(self) -> bool:
         # A method, not the attribute: abort() sets it from another thread.
