@@ -47,6 +47,9 @@ _DELETE_PAUSE = 0.5
 _SESSION_OPTIONS = frozenset(
     {"keepalive_interval", "heartbeat_interval", "heartbeat_timeout", "prompt_acks", "reconnect"}
 )
+# Longest single WebSocket handshake before the lab is asked whether the
+# kernel is still there (a quarter of the open timeout when that is less).
+_HANDSHAKE_PART = 15.0
 # Upgrade answers of a proxy or ingress whose backend is not there yet.
 _PASSING_STATUSES = frozenset({502, 503, 504})
 
@@ -269,15 +272,22 @@ class JupyterLabSessionManager:
         assert self._kernel_id is not None
         return self._api.kernel_exists(self._kernel_id, timeout=timeout)
 
-    def _check_kernel_exists(self, refusal: NubladoWebSocketError, deadline: Deadline) -> None:
+    def _check_kernel_exists(
+        self, refusal: NubladoError, deadline: Deadline, *, starting: bool = False
+    ) -> None:
         # A 404 from the lab itself means the kernel is gone, and no retry
         # can help; from a proxy between restarts it means nothing yet.
         assert self._kernel_id is not None
         if self._api.kernel_exists(self._kernel_id, timeout=deadline.remaining()) is False:
+            how = (
+                "it died while starting (on a busy lab, a kernel that fails to start is"
+                " removed); try again, or start fewer kernels at once"
+                if starting
+                else "it died or was shut down (a kernel that fails to start on a busy lab is"
+                " removed). Open a new session"
+            )
             raise KernelGoneError(
-                f"The lab no longer has this session's kernel ({self._kernel_id}): it died"
-                " or was shut down (a kernel that fails to start on a busy lab is removed)."
-                " Open a new session",
+                f"The lab no longer has this session's kernel ({self._kernel_id}): {how}",
                 self.username,
                 code=404,
             ) from refusal
@@ -289,7 +299,7 @@ class JupyterLabSessionManager:
         attempt = 1
         while True:
             try:
-                return self._connect(deadline)
+                return self._connect_or_find_kernel_gone(deadline)
             except NubladoWebSocketError as e:
                 passing = isinstance(e, _OpenFailedError) or e.code in _PASSING_STATUSES
                 if policy is None or not passing or attempt >= policy.max_attempts:
@@ -306,6 +316,25 @@ class JupyterLabSessionManager:
                     error=e.message,
                 )
                 time.sleep(pause)
+
+    def _connect_or_find_kernel_gone(self, deadline: Deadline) -> websocket.WebSocket:
+        # jupyter_server answers the upgrade only once the kernel answered
+        # its kernel_info_request, and waits 60 s for a kernel that died
+        # while starting (on a crowded lab, a port taken by another new
+        # kernel). So a handshake that takes long is cut after a part of
+        # the open timeout, and the lab asked whether it still has the
+        # kernel: if not, that is the error; if so, a new handshake goes on.
+        total = self._open_timeout.total_seconds()
+        part = min(_HANDSHAKE_PART, total / 4)
+        while True:
+            remaining = deadline.remaining()
+            if remaining is not None and remaining <= part:
+                return self._connect(deadline)
+            try:
+                return self._connect(Deadline(datetime.timedelta(seconds=part)))
+            except NubladoTimeoutError as e:
+                self._check_kernel_exists(e, deadline, starting=True)
+                self._logger.info("Kernel WebSocket not answered yet, asking again")
 
     def _reopen(self, timeout: Optional[float]) -> websocket.WebSocket:
         # For the session's reconnects: the same kernel, the same client id,

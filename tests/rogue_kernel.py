@@ -86,6 +86,7 @@ HTTP_FAULTS = (
 
 HANDSHAKE_FAULTS = (
     "hang",  # read the upgrade request, never answer
+    "hang_gone",  # never answer, and the kernel list no longer has the kernel
     "trickle",  # a 101 answer whose headers never end: one byte every 100 ms
     "close",  # close the connection without an answer
     "garbage",  # bytes that are not HTTP, then close
@@ -535,6 +536,7 @@ class RogueKernelServer:
         patterns = [
             ("channels", r".*/api/kernels/([^/]+)/channels"),
             ("interrupt", r".*/api/kernels/([^/]+)/interrupt"),
+            ("kernels", r".*/api/kernels"),
             ("delete_kernel", r".*/api/kernels/([^/]+)"),
             ("delete_session", r".*/api/sessions/([^/]+)"),
             ("sessions", r".*/api/sessions"),
@@ -574,6 +576,11 @@ class RogueKernelServer:
         if route == "list":
             with self._lock:
                 return self._answer(sock, 200, list(self.sessions.values()))
+        if route == "kernels":
+            with self._lock:
+                kernels = [m["kernel"] for m in self.sessions.values()]
+            # A kernel that died while starting is removed from the list.
+            return self._answer(sock, 200, [] if self.faults.handshake == "hang_gone" else kernels)
         if route == "delete_session":
             with self._lock:
                 found = self.sessions.pop(args[0], None)
@@ -633,7 +640,7 @@ class RogueKernelServer:
         return True
 
     def _http_fault(self, sock: socket.socket, request: _Request, fault: str) -> bool:
-        if fault == "hang":
+        if fault in ("hang", "hang_gone"):
             self._stop.wait()
             return False
         if fault == "close":
@@ -666,7 +673,7 @@ class RogueKernelServer:
         key = request.headers.get("sec-websocket-key", "")
         offered = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",")]
         v1 = V1_SUBPROTOCOL in offered
-        if fault == "hang":
+        if fault in ("hang", "hang_gone"):
             self._stop.wait()
             return
         if fault == "close":

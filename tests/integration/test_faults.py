@@ -205,6 +205,11 @@ OPEN_FAULTS = {
     "create-redirect-out": OpenFault(Faults(http={"create": "redirect_out"}), NubladoWebError),
     "websocket-connect-silent": OpenFault(Faults(silent_from=2), NubladoTimeoutError, True),
     "handshake-hang": OpenFault(Faults(handshake="hang"), NubladoTimeoutError, True),
+    # The handshake is cut at a quarter of the open timeout and the lab
+    # asked; it no longer has the kernel, which is the error then.
+    "handshake-hang-kernel-gone": OpenFault(
+        Faults(handshake="hang_gone"), NubladoWebSocketError, True
+    ),
     "handshake-trickle": OpenFault(Faults(handshake="trickle"), NubladoTimeoutError, True),
     "handshake-close": OpenFault(Faults(handshake="close"), NubladoWebSocketError, True),
     "handshake-garbage": OpenFault(Faults(handshake="garbage"), NubladoWebSocketError, True),
@@ -238,6 +243,16 @@ def test_open_fault(
     assert rogue.live_sessions() == [], "the session was left on the server"
     # Nothing followed the redirects out of the URL space.
     assert elsewhere.seen == []
+
+
+def test_kernel_that_died_while_starting_is_named(rogue: RogueKernelServer) -> None:
+    rogue.faults = Faults(handshake="hang_gone")
+    manager = lab(rogue.url, websocket_open_timeout=seconds(2))
+    with pytest.raises(NubladoWebSocketError) as info:
+        manager.__enter__()
+    assert "no longer has this session's kernel" in str(info.value)
+    assert "died while starting" in str(info.value)
+    assert rogue.live_sessions() == []
 
 
 def test_lost_create_answer_is_found_again(rogue: RogueKernelServer) -> None:
