@@ -48,8 +48,8 @@ _SESSION_OPTIONS = frozenset(
     {"keepalive_interval", "heartbeat_interval", "heartbeat_timeout", "prompt_acks", "reconnect"}
 )
 # Longest single WebSocket handshake before the lab is asked whether the
-# kernel is still there (a quarter of the open timeout when that is less).
-_HANDSHAKE_PART = 15.0
+# kernel is still there (a third of the open timeout when that is less).
+_HANDSHAKE_PART = 20.0
 # Upgrade answers of a proxy or ingress whose backend is not there yet.
 _PASSING_STATUSES = frozenset({502, 503, 504})
 
@@ -325,7 +325,7 @@ class JupyterLabSessionManager:
         # the open timeout, and the lab asked whether it still has the
         # kernel: if not, that is the error; if so, a new handshake goes on.
         total = self._open_timeout.total_seconds()
-        part = min(_HANDSHAKE_PART, total / 4)
+        part = min(_HANDSHAKE_PART, total / 3)
         while True:
             remaining = deadline.remaining()
             if remaining is not None and remaining <= part:

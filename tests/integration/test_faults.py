@@ -205,7 +205,7 @@ OPEN_FAULTS = {
     "create-redirect-out": OpenFault(Faults(http={"create": "redirect_out"}), NubladoWebError),
     "websocket-connect-silent": OpenFault(Faults(silent_from=2), NubladoTimeoutError, True),
     "handshake-hang": OpenFault(Faults(handshake="hang"), NubladoTimeoutError, True),
-    # The handshake is cut at a quarter of the open timeout and the lab
+    # The handshake is cut at a third of the open timeout and the lab
     # asked; it no longer has the kernel, which is the error then.
     "handshake-hang-kernel-gone": OpenFault(
         Faults(handshake="hang_gone"), NubladoWebSocketError, True
