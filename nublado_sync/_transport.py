@@ -559,7 +559,8 @@ class KernelSocket:
         """
         if self._ack_owed:
             self._ack_owed = False
-            if self._idle():
+            # The policy first: the idle check is a system call.
+            if self._acks.due() and self._idle():
                 self._ack_early()
         sock, frames = self._sock, self._frames
         if sock is None or frames is None:
@@ -670,9 +671,7 @@ class KernelSocket:
         return self._error(message, code=code)
 
     def _ack_early(self) -> None:
-        """Acknowledge what was received, if and as the policy says."""
-        if not self._acks.due():
-            return
+        """Acknowledge what was received, as the policy says."""
         if self._acks.method == "pong":
             self.pong()
         elif self._raw_sock is not None:
