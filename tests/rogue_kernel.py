@@ -46,7 +46,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from nublado_sync._messages import KernelMessage
 from nublado_sync._wire import V1_SUBPROTOCOL, decode_legacy, decode_v1, encode_legacy, encode_v1
@@ -87,6 +87,7 @@ HTTP_FAULTS = (
 HANDSHAKE_FAULTS = (
     "hang",  # read the upgrade request, never answer
     "hang_gone",  # never answer, and the kernel list no longer has the kernel
+    "hang_gone_once",  # the same for the first handshake; later ones are healthy
     "trickle",  # a 101 answer whose headers never end: one byte every 100 ms
     "close",  # close the connection without an answer
     "garbage",  # bytes that are not HTTP, then close
@@ -404,6 +405,8 @@ class RogueKernelServer:
         self.huge_size = 64 * 1024 * 1024
         self.huge_sent = 0
         self.sessions: Dict[str, Dict[str, Any]] = {}
+        # Kernels that "died while starting": left out of the kernel list.
+        self.dead_kernels: Set[str] = set()
         self.deleted_sessions: List[str] = []
         self.deleted_kernels: List[str] = []
         self.seen: List[Seen] = []
@@ -579,8 +582,9 @@ class RogueKernelServer:
         if route == "kernels":
             with self._lock:
                 kernels = [m["kernel"] for m in self.sessions.values()]
-            # A kernel that died while starting is removed from the list.
-            return self._answer(sock, 200, [] if self.faults.handshake == "hang_gone" else kernels)
+                # A kernel that died while starting is removed from the list.
+                kernels = [k for k in kernels if k["id"] not in self.dead_kernels]
+            return self._answer(sock, 200, kernels)
         if route == "delete_session":
             with self._lock:
                 found = self.sessions.pop(args[0], None)
@@ -673,7 +677,13 @@ class RogueKernelServer:
         key = request.headers.get("sec-websocket-key", "")
         offered = [p.strip() for p in request.headers.get("sec-websocket-protocol", "").split(",")]
         v1 = V1_SUBPROTOCOL in offered
-        if fault in ("hang", "hang_gone"):
+        if fault in ("hang_gone", "hang_gone_once"):
+            _, (kernel_id,) = self._route(request)
+            with self._lock:
+                self.dead_kernels.add(kernel_id)
+                if fault == "hang_gone_once":
+                    self.faults.handshake = None
+        if fault in ("hang", "hang_gone", "hang_gone_once"):
             self._stop.wait()
             return
         if fault == "close":

@@ -8,6 +8,7 @@ the outcomes. A thread pool bounds how many sessions are open at once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import enum
 import functools
@@ -35,6 +36,7 @@ from typing import (
 )
 
 from .._exceptions import (
+    KernelGoneError,
     NubladoError,
     NubladoExecutionError,
     NubladoExecutionTimeoutError,
@@ -398,7 +400,8 @@ class _Batch:
         executed: Optional[str] = None
         error: Optional[BaseException] = None
         try:
-            with self._open_session(job.name) as session:
+            with contextlib.ExitStack() as stack:
+                session = self._enter_session(job, stack)
                 if not self._track(session):
                     raise _StoppedError
                 try:
@@ -454,6 +457,25 @@ class _Batch:
             )
         )
 
+    def _enter_session(self, job: _Job, stack: contextlib.ExitStack) -> JupyterLabSession:
+        # A kernel that died while starting (a crowded lab) ran nothing of
+        # the notebook: a new session is opened in its place, once.
+        attempt = 1
+        while True:
+            try:
+                session: JupyterLabSession = stack.enter_context(self._open_session(job.name))
+            except KernelGoneError as e:
+                if attempt >= _OPEN_ATTEMPTS or self.stop.is_set():
+                    raise
+                attempt += 1
+                self._logger.warning(
+                    "Kernel died while starting, opening a new session",
+                    notebook=job.name,
+                    error=e.message,
+                )
+                continue
+            return session
+
     def _save(self, job: _Job, executed: str) -> Path:
         assert self._save_dir is not None
         target = self._save_dir / job.save_as
@@ -464,6 +486,11 @@ class _Batch:
     def _finish(self, run: NotebookRun) -> NotebookRun:
         self.events.put(run)
         return run
+
+
+# Sessions opened for one notebook before a kernel that dies while starting
+# is reported as the notebook's error.
+_OPEN_ATTEMPTS = 2
 
 
 class _StoppedError(Exception):

@@ -32,6 +32,7 @@ import pytest
 
 from nublado_sync import (
     JupyterLabSessionManager,
+    NotebookOutcome,
     NubladoClient,
     NubladoError,
     NubladoExecutionTimeoutError,
@@ -45,6 +46,7 @@ from nublado_sync import (
     NubladoWebError,
     NubladoWebSocketError,
     open_lab_session,
+    run_notebooks,
 )
 
 from ..rogue_http import Reply, RogueServer, running_rogue_server
@@ -252,6 +254,38 @@ def test_kernel_that_died_while_starting_is_named(rogue: RogueKernelServer) -> N
         manager.__enter__()
     assert "no longer has this session's kernel" in str(info.value)
     assert "died while starting" in str(info.value)
+    assert rogue.live_sessions() == []
+
+
+def test_batch_opens_a_new_session_for_a_kernel_that_died_while_starting(
+    rogue: RogueKernelServer,
+) -> None:
+    rogue.faults = Faults(handshake="hang_gone_once")
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": "c",
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": "print('ran')",
+            }
+        ],
+    }
+    result = run_notebooks(
+        [("one", json.dumps(nb))],
+        lambda name: lab(rogue.url, websocket_open_timeout=seconds(3), timeout=seconds(3)),
+        jobs=1,
+    )
+    (run,) = result.runs
+    assert run.outcome is NotebookOutcome.PASSED, run.error
+    # Two sessions were made; the first one's kernel "died", and both are gone.
+    assert len(rogue.dead_kernels) == 1
+    assert len(rogue.deleted_sessions) == 2
     assert rogue.live_sessions() == []
 
 
