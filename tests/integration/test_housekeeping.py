@@ -104,7 +104,8 @@ def test_idle_sessions_share_one_thread_and_answer_pings(pinging_server: Jupyter
     # Closing the last session ends the thread.
     assert housekeepers() == []
     assert threading.active_count() == threads_before
-    assert fd_count() == fds_before
+    # Nothing left open (an earlier test's socket may have been collected meanwhile).
+    assert fd_count() <= fds_before
 
 
 def test_without_housekeeping_idle_sessions_die(pinging_server: JupyterServer) -> None:
