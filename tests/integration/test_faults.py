@@ -59,6 +59,7 @@ from ..rogue_kernel import (
     running_rogue_kernel,
     unresponsive_port,
 )
+from .test_batch import code, notebook
 
 pytestmark = pytest.mark.integration
 
@@ -261,21 +262,7 @@ def test_batch_opens_a_new_session_for_a_kernel_that_died_while_starting(
     rogue: RogueKernelServer,
 ) -> None:
     rogue.faults = Faults(handshake="hang_gone_once")
-    nb = {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {},
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": "c",
-                "metadata": {},
-                "execution_count": None,
-                "outputs": [],
-                "source": "print('ran')",
-            }
-        ],
-    }
+    nb = notebook(code("c", "print('ran')"))
     result = run_notebooks(
         [("one", json.dumps(nb))],
         lambda name: lab(rogue.url, websocket_open_timeout=seconds(3), timeout=seconds(3)),
