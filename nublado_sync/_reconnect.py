@@ -17,7 +17,13 @@ from typing import Deque, List, Optional, Set, Tuple
 
 from ._exceptions import NubladoUsageError
 
-__all__ = ["DEFAULT_RECONNECT", "DROP_CLOSE_CODES", "Continuity", "ReconnectPolicy"]
+__all__ = [
+    "DEFAULT_RECONNECT",
+    "DROP_CLOSE_CODES",
+    "Continuity",
+    "ReconnectPolicy",
+    "check_reconnect_policy",
+]
 
 DROP_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 """Close codes after which reconnecting can help: going away, abnormal
@@ -136,6 +142,19 @@ def _counter(msg_id: str) -> Optional[Tuple[str, int]]:
 
 DEFAULT_RECONNECT = ReconnectPolicy()
 """The policy a session uses unless told otherwise."""
+
+
+def check_reconnect_policy(value: object, user: Optional[str] = None) -> Optional[ReconnectPolicy]:
+    """Return ``value`` if it is a `ReconnectPolicy` or `None`.
+
+    Raises
+    ------
+    NubladoUsageError
+        It is something else.
+    """
+    if value is not None and not isinstance(value, ReconnectPolicy):
+        raise NubladoUsageError("reconnect must be a ReconnectPolicy or None", user)
+    return value
 
 
 class Continuity:

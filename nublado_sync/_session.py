@@ -34,7 +34,7 @@ from ._models import CodeContext, ExecutionResult
 from ._pipeline import QueuedCell, ResultCallback
 from ._queued import run_queued
 from ._reasons import one_line
-from ._reconnect import DEFAULT_RECONNECT, ReconnectPolicy
+from ._reconnect import DEFAULT_RECONNECT, ReconnectPolicy, check_reconnect_policy
 from ._replies import KernelCheck, ReplyWaiter
 
 if TYPE_CHECKING:
@@ -124,8 +124,7 @@ class JupyterLabSession:
         _opener: Optional[Opener] = None,
         _kernel_check: Optional[KernelCheck] = None,
     ) -> None:
-        if reconnect is not None and not isinstance(reconnect, ReconnectPolicy):
-            raise NubladoUsageError("reconnect must be a ReconnectPolicy or None", username)
+        check_reconnect_policy(reconnect, username)
         acks = as_ack_policy(prompt_acks, username)
         self.username = username
         self.session_id = session_id

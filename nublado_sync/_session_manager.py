@@ -24,7 +24,7 @@ from ._interrupts import deferred_interrupts
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
 from ._reasons import one_line, transport_failure
-from ._reconnect import DEFAULT_RECONNECT, ReconnectPolicy
+from ._reconnect import DEFAULT_RECONNECT, ReconnectPolicy, check_reconnect_policy
 from ._redact import redact_url
 from ._retry import RetryPolicy
 from ._wire import V1_SUBPROTOCOL
@@ -70,10 +70,7 @@ def _check_session_options(options: Mapping[str, Any], user: str) -> Optional[Re
         if name in options:
             check_duration(options[name], name, user, optional=True)
     as_ack_policy(options.get("prompt_acks", True), user)
-    reconnect = options.get("reconnect", DEFAULT_RECONNECT)
-    if reconnect is not None and not isinstance(reconnect, ReconnectPolicy):
-        raise NubladoUsageError("reconnect must be a ReconnectPolicy or None", user)
-    return reconnect
+    return check_reconnect_policy(options.get("reconnect", DEFAULT_RECONNECT), user)
 
 
 class _OpenFailedError(NubladoWebSocketError):
