@@ -388,10 +388,13 @@ def _run_cells_queued(
     # A queued cell can go busy before the cell ahead of it is complete (its
     # reply and the next cell's status travel on different channels), so
     # start hooks are held back until the previous cell's hooks have run:
-    # callers see start, complete, start, complete, as cell by cell.
+    # callers see start, complete, start, complete, as cell by cell. What a
+    # cell receives before its start is announced waits, so its hook sees
+    # the cell as a cell-by-cell run shows it: no outputs, no count yet.
     started: Set[int] = set()
     completed: Set[int] = set()
     next_start = [0]
+    held: Dict[int, List[Dict[str, Any]]] = {}
 
     def announce_starts() -> None:
         while True:
@@ -401,6 +404,8 @@ def _run_cells_queued(
             next_start[0] += 1
             if start_hook is not None and not failed:
                 start_hook(runs[index])
+            for msg in held.pop(index, []):
+                record(index, msg)
 
     def on_start(index: int) -> None:
         if failed:
@@ -413,11 +418,17 @@ def _run_cells_queued(
         started.add(index)
         announce_starts()
 
+    def record(index: int, msg: Dict[str, Any]) -> None:
+        recorder = recorders.get(index)
+        if recorder is not None and not (failed and index > failed[0]):
+            recorder.on_message(msg)
+
     def message_to(index: int) -> MessageCallback:
         def on_message(msg: Dict[str, Any]) -> None:
-            recorder = recorders.get(index)
-            if recorder is not None and not (failed and index > failed[0]):
-                recorder.on_message(msg)
+            if index >= next_start[0]:
+                held.setdefault(index, []).append(msg)
+            else:
+                record(index, msg)
 
         return on_message
 
