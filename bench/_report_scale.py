@@ -54,6 +54,7 @@ def assemble(raw: Dict[str, Any], target: str = "default-direct") -> Optional[Di
                 values = [r[key] for r in results if key in r]
                 if values:
                     entry[key] = {"median": statistics.median(values), "samples": values}
+            entry["reopened"] = sum(r.get("sessions_reopened", 0) for r in results)
             samples = [s for r in results for s in r.get("samples_s", [])]
             if samples:
                 ordered = sorted(samples)
@@ -174,6 +175,30 @@ def _acks_note(labels: Dict[str, str], clients: Sequence[str]) -> List[str]:
     ]
 
 
+def _reopened_note(
+    scale: Dict[str, Any], labels: Dict[str, str], clients: Sequence[str]
+) -> List[str]:
+    """Which clients opened sessions again after a kernel died while starting."""
+    notes = []
+    for client in clients:
+        counts = [
+            f"{entry['reopened']} at {n}"
+            for n in scale["sessions"]
+            for entry in [scale["table"].get(str(n), {}).get(client) or {}]
+            if entry.get("reopened")
+        ]
+        if counts:
+            notes.append(f"{labels.get(client, client)}: {', '.join(counts)} sessions")
+    if not notes:
+        return []
+    return [
+        "A crowded lab sometimes loses a kernel while it starts. The nublado_sync driver"
+        " then opens a new session once, as ``run_notebooks`` does, and its time to open"
+        " all includes that; sessions opened again, over all rounds: " + "; ".join(notes) + ".",
+        "",
+    ]
+
+
 def render(
     scale: Dict[str, Any],
     labels: Dict[str, str],
@@ -203,6 +228,7 @@ def render(
         " other work: compare the clients within a column, not across runs.",
         "",
         *_acks_note(labels, clients),
+        *_reopened_note(scale, labels, clients),
     ]
     for key, title, unit, factor, better in METRICS:
         rows = []

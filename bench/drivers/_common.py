@@ -428,7 +428,7 @@ def scenario_scale(client: Client, params: Dict[str, Any]) -> Dict[str, Any]:
     close_all = time.perf_counter() - closing
     if errors:
         raise RuntimeError("a worker failed:\n" + "\n".join(errors[:3]))
-    return scale_result(
+    result = scale_result(
         sessions=count,
         runs=params["runs"],
         open_all_s=open_all,
@@ -446,6 +446,10 @@ def scenario_scale(client: Client, params: Dict[str, Any]) -> Dict[str, Any]:
         caller_threads=count,
         samples=[s for per in samples for s in per],
     )
+    # Sessions a driver opened again because their kernel died while
+    # starting (a crowded lab); time to open all includes them.
+    result["sessions_reopened"] = getattr(client, "reopened", 0)
+    return result
 
 
 def notebook_cells(count: int) -> List[str]:

@@ -34,6 +34,13 @@ import nublado_sync
 from nublado_sync import _transport
 
 TIMEOUT = datetime.timedelta(seconds=_common.EXEC_TIMEOUT)
+# Sessions opened before a kernel that died while starting fails the run.
+OPEN_ATTEMPTS = 2
+
+try:
+    from nublado_sync import _exceptions
+except ImportError:  # a package laid out otherwise
+    _exceptions = None  # type: ignore[assignment]
 
 
 def _has_native_pong() -> bool:
@@ -80,14 +87,29 @@ class NubladoSync(_common.Client):
         self.native_available = native
         self.protocol = None
         self.notebook_mode = config.get("notebook_mode", "cells")
+        # Sessions opened again after their kernel died while starting.
+        self.reopened = 0
 
     def open(self) -> Any:
-        manager = nublado_sync.open_lab_session(
-            self.url, self.token, kernel_name=_common.KERNEL, **self.options
-        )
-        session = manager.__enter__()
-        self.protocol = session.protocol
-        return manager, session
+        # A crowded lab can lose a kernel while it starts (many sessions
+        # opened at once); the package names that KernelGoneError, and a
+        # user opens a new session, as run_notebooks does. Packages from
+        # before that error have no such name and are not retried.
+        gone = getattr(_exceptions, "KernelGoneError", None) if _exceptions else None
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            manager = nublado_sync.open_lab_session(
+                self.url, self.token, kernel_name=_common.KERNEL, **self.options
+            )
+            try:
+                session = manager.__enter__()
+            except Exception as e:
+                if gone is None or not isinstance(e, gone) or attempt == OPEN_ATTEMPTS:
+                    raise
+                self.reopened += 1
+                continue
+            self.protocol = session.protocol
+            return manager, session
+        raise AssertionError("unreachable")
 
     def run(self, handle: Any, code: str) -> str:
         return handle[1].run_python(code, timeout=TIMEOUT)
@@ -132,6 +154,7 @@ class NubladoSync(_common.Client):
             "prompt_acks_option": self.native_available,
             "protocol": self.protocol,
             "notebook_mode": self.notebook_mode,
+            "reopened": self.reopened,
         }
 
 
