@@ -260,6 +260,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="deadline of the code, or of each notebook cell, in seconds (default: none)",
     )
+    run.add_argument(
+        "--reconnects",
+        type=_retries,
+        metavar="N",
+        help=(
+            "times a dropped kernel connection is opened again before the run fails;"
+            f" 0: never (default: {_DEFAULT_RECONNECTS})"
+        ),
+    )
     stop_group = run.add_mutually_exclusive_group()
     stop_group.add_argument(
         "--stop", action="store_true", help="stop the lab afterwards if this command spawned it"
@@ -387,6 +396,22 @@ def _client(args: argparse.Namespace, logger: Logger) -> NubladoClient:
 
 def _retry_policy(args: argparse.Namespace) -> RetryPolicy:
     return RetryPolicy(retries=args.retries, deadline=args.retry_deadline)
+
+
+# ReconnectPolicy's default attempts, said in --help without importing it.
+_DEFAULT_RECONNECTS = 8
+
+
+def _session_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """Return the session options set on the command line (none: the defaults)."""
+    attempts = getattr(args, "reconnects", None)
+    if attempts is None:
+        return {}
+    if attempts == 0:
+        return {"reconnect": None}
+    from ._reconnect import ReconnectPolicy
+
+    return {"reconnect": ReconnectPolicy(max_attempts=attempts)}
 
 
 def _retries(text: str) -> int:
@@ -650,6 +675,7 @@ def _session_opener(
                 kernel_name=args.kernel,
                 notebook_name=name,
                 logger=logger,
+                **_session_options(args),
             )
         return
     if not args.local and not args.server_url:
@@ -667,6 +693,7 @@ def _session_opener(
             verify=_ca_bundle(args),
             logger=logger,
             retry=_retry_policy(args),
+            **_session_options(args),
         )
         return
     with _client(args, logger) as client:
@@ -674,7 +701,8 @@ def _session_opener(
         try:
             _wait_for_lab(client, args, logger)
             kernel = args.kernel or "lsst"
-            yield lambda name: client.lab_session(name, kernel_name=kernel)
+            options = _session_options(args)
+            yield lambda name: client.lab_session(name, kernel_name=kernel, **options)
         finally:
             if args.stop_always or (args.stop and spawned):
                 _stop_quietly(client, logger)

@@ -82,6 +82,11 @@ def advice(exc: BaseException, mode: str) -> Optional[str]:
         return _web_advice(exc, mode)
     if isinstance(exc, NubladoWebSocketError) and exc.code in (401, 403):
         return f"Check the token ({_TOKEN_SETTINGS})."
+    if isinstance(exc, NubladoWebSocketError) and exc.dropped:
+        return (
+            "The connection to the kernel was lost (a network cut, or the lab or a proxy"
+            " restarted); --reconnects sets how many times it is opened again."
+        )
     if isinstance(exc, NubladoTimeoutError) and mode == LOCAL:
         return "The local Jupyter server or its kernel did not start in time; try again with -v."
     return None

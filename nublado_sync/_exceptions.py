@@ -734,6 +734,10 @@ class NubladoWebSocketError(NubladoError):
         Redacted body of a refused upgrade.
     code : int or None
         HTTP status of a refused upgrade, or the WebSocket close code.
+    dropped : bool
+        Whether the connection itself was lost (reset, closed without a
+        close frame, or closed with a code that invites a reconnect) and
+        was not, or could not be, opened again; see `ReconnectPolicy`.
     """
 
     def __init__(
@@ -758,6 +762,7 @@ class NubladoWebSocketError(NubladoError):
         )
         self.body = redact_body(body) if body else None
         self.code = code
+        self.dropped = False
 
     @classmethod
     def from_exception(

@@ -230,7 +230,10 @@ class KernelLink:
     ) -> NubladoWebSocketError:
         # Once given up, the session closes; the error keeps the code.
         self._gave_up = True
-        return kind(message, self.username, code=source.code)
+        error = kind(message, self.username, code=source.code)
+        # A kernel that is gone is not a connection to open again.
+        error.dropped = kind is NubladoWebSocketError
+        return error
 
     def _was_aborted(self) -> bool:
         # A method, not the attribute: abort() sets it from another thread.

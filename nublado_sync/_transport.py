@@ -493,7 +493,9 @@ class KernelSocket:
 
     def _dropped(self, message: str, *, code: Optional[int] = None) -> NubladoWebSocketError:
         self.dropped = True
-        return self._error(message, code=code)
+        error = self._error(message, code=code)
+        error.dropped = True
+        return error
 
     def send(self, msg: KernelMessage, timeout: Optional[float]) -> None:
         """Send one message, waiting at most ``timeout`` seconds.

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -252,6 +255,45 @@ def test_bad_policy_is_refused() -> None:
         ReconnectPolicy(jitter=2)
     with pytest.raises(NubladoUsageError):
         ReconnectPolicy(first_delay=-datetime.timedelta(seconds=1))
+
+
+@pytest.mark.parametrize("reconnects", [None, "0"])
+def test_the_command_rides_through_a_cut_unless_told_not_to(
+    stock_server: JupyterServer, tmp_path: Path, reconnects: str | None
+) -> None:
+    flag = tmp_path / "cut"
+    code = textwrap.dedent(
+        f"""
+        import os, time
+        print('go', flush=True)
+        while not os.path.exists({str(flag)!r}):
+            time.sleep(0.01)
+        print('done', flush=True)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
+    env.update({"NUBLADO_TOKEN": stock_server.token, "NUBLADO_USER": "cli"})
+    with running_proxy(target(stock_server)) as proxy:
+        command = [sys.executable, "-m", "nublado_sync", "run", "--server-url", proxy.url()]
+        command += ["--kernel", "lsst", "--timeout", "60", "-c", code]
+        if reconnects is not None:
+            command += ["--reconnects", reconnects]
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        ) as process:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "go\n"
+            proxy.cut()
+            flag.touch()
+            out, err = process.communicate(timeout=120)
+    if reconnects is None:
+        assert process.returncode == 0, err
+        assert out == "done\n"
+    else:
+        assert process.returncode == 5, err
+        assert out == ""
+        assert "--reconnects" in err, err
+    assert stock_server.sessions() == []
 
 
 def chp_processes(hub: TestHub) -> List[psutil.Process]:

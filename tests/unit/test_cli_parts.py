@@ -84,3 +84,19 @@ def test_help_and_version() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout
+
+
+def test_reconnects_option() -> None:
+    from nublado_sync import ReconnectPolicy
+    from nublado_sync._cli import _DEFAULT_RECONNECTS, _parser, _session_options
+
+    assert ReconnectPolicy().max_attempts == _DEFAULT_RECONNECTS
+    parser = _parser()
+    assert _session_options(parser.parse_args(["run", "-c", "1"])) == {}
+    assert _session_options(parser.parse_args(["run", "--reconnects", "0", "-c", "1"])) == {
+        "reconnect": None
+    }
+    options = _session_options(parser.parse_args(["run", "--reconnects", "3", "-c", "1"]))
+    assert options == {"reconnect": ReconnectPolicy(max_attempts=3)}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--reconnects", "-1", "-c", "1"])

@@ -200,3 +200,14 @@ def test_help_gives_units_defaults_and_exit_statuses(capsys: pytest.CaptureFixtu
     )
     for status in ("0 success", "2 usage error", "5 connection", "129 hung up", "143 terminated"):
         assert status in text
+
+
+def test_a_dropped_kernel_connection_names_the_reconnect_option() -> None:
+    from nublado_sync import NubladoWebSocketError
+
+    refused = NubladoWebSocketError("refused", "alice", code=404)
+    assert not refused.dropped
+    assert advice(refused, SERVER) is None
+    dropped = NubladoWebSocketError("The kernel WebSocket was reset", "alice")
+    dropped.dropped = True
+    assert "--reconnects" in str(advice(dropped, HUB))
