@@ -205,3 +205,35 @@ def transport_failure(exc: BaseException, url: str, timeout: Optional[float] = N
         return f"not a valid URL: {url}"
     innermost = causes[-1] if causes else exc
     return f"request to {where} failed: {type(innermost).__name__}: {one_line(str(innermost), 160)}"
+
+
+# What an established connection's socket error means, in words.
+_CONNECTION_ERRORS = {
+    errno.ECONNRESET: "the connection was reset (by the lab, a proxy or the network)",
+    errno.EPIPE: "the connection was closed at the other end",
+    errno.ECONNABORTED: "the connection was aborted",
+    errno.ETIMEDOUT: "the network stopped answering (TCP timeout)",
+    errno.EHOSTUNREACH: "the lab's host became unreachable",
+    errno.ENETUNREACH: "the network became unreachable",
+    errno.ENETDOWN: "the network went down",
+}
+
+
+def connection_failure(exc: OSError) -> str:
+    """Say in words why an open connection failed.
+
+    Parameters
+    ----------
+    exc
+        The socket error.
+
+    Returns
+    -------
+    str
+        Such as ``the connection was reset (by the lab, a proxy or the network)``.
+    """
+    words = _CONNECTION_ERRORS.get(exc.errno) if exc.errno is not None else None
+    if words is not None:
+        return words
+    detail = exc.strerror or str(exc) or type(exc).__name__
+    return f"the connection failed: {one_line(detail, 160)}"

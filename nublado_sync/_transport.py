@@ -32,6 +32,7 @@ from ._frames import (
 )
 from ._logging import Logger
 from ._messages import KernelMessage
+from ._reasons import connection_failure
 from ._reconnect import DROP_CLOSE_CODES
 from ._wire import V1_SUBPROTOCOL, decode_legacy, encode_legacy, encode_v1, split_v1
 
@@ -520,7 +521,7 @@ class KernelSocket:
         except socket.timeout as e:
             raise self._error("Timed out sending to the kernel") from e
         except OSError as e:
-            raise self._dropped(f"Sending failed: {type(e).__name__}: {e}") from e
+            raise self._dropped(f"Sending failed: {connection_failure(e)}") from e
 
     def _write(self, frame: bytes, timeout: Optional[float]) -> None:
         """Write one frame whole; frames from several threads never interleave."""
@@ -587,7 +588,7 @@ class KernelSocket:
         except EOFError as e:
             raise self._dropped("Connection closed unexpectedly (no close frame)") from e
         except OSError as e:
-            raise self._dropped(f"Connection failed: {type(e).__name__}: {e}") from e
+            raise self._dropped(f"Connection lost: {connection_failure(e)}") from e
         if opcode == OPCODE_PING:
             # Answered at once, as RFC 6455 asks; the server's ping timeout
             # counts on it.

@@ -211,3 +211,17 @@ def test_a_dropped_kernel_connection_names_the_reconnect_option() -> None:
     dropped = NubladoWebSocketError("The kernel WebSocket was reset", "alice")
     dropped.dropped = True
     assert "--reconnects" in str(advice(dropped, HUB))
+
+
+def test_connection_failures_in_words() -> None:
+    import errno
+
+    from nublado_sync._reasons import connection_failure
+
+    reset = ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    assert connection_failure(reset) == (
+        "the connection was reset (by the lab, a proxy or the network)"
+    )
+    other = OSError(errno.EIO, "Input/output error")
+    assert connection_failure(other) == "the connection failed: Input/output error"
+    assert "OSError" not in connection_failure(OSError("odd"))
