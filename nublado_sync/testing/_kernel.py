@@ -40,7 +40,6 @@ from typing import (
     TextIO,
     Tuple,
     Union,
-    cast,
 )
 
 from .._messages import PROTOCOL_VERSION, KernelMessage
@@ -106,25 +105,36 @@ class _Router:
         self._lock = threading.Lock()
         self._depth = 0
         self._local = threading.local()
-        self._saved: Optional[Tuple[TextIO, TextIO]] = None
-        self._proxies: Optional[Tuple[_ProxyStream, _ProxyStream]] = None
+        # The proxy installed per stream name ("stdout", "stderr").
+        self._proxies: Dict[str, _ProxyStream] = {}
 
     def target(self) -> Optional[_CellOutput]:
         cell: Optional[_CellOutput] = getattr(self._local, "cell", None)
         return cell
 
+    def _install(self) -> None:
+        # Checked at every cell, not only the first of several running at
+        # once: someone (a test runner's capture, between two tests) may
+        # have replaced our proxy while another cell still ran. The new
+        # proxy then falls back to what is there now.
+        for name in ("stdout", "stderr"):
+            current = getattr(sys, name)
+            if current is not self._proxies.get(name):
+                proxy = _ProxyStream(self, name, current)
+                self._proxies[name] = proxy
+                setattr(sys, name, proxy)
+
+    def _uninstall(self) -> None:
+        for name, proxy in self._proxies.items():
+            # Put back only what is still ours.
+            if getattr(sys, name) is proxy:
+                setattr(sys, name, proxy.fallback)
+        self._proxies = {}
+
     @contextlib.contextmanager
     def route(self, cell: _CellOutput) -> Iterator[None]:
         with self._lock:
-            if self._depth == 0:
-                saved = (sys.stdout, sys.stderr)
-                proxies = (
-                    _ProxyStream(self, "stdout", saved[0]),
-                    _ProxyStream(self, "stderr", saved[1]),
-                )
-                self._saved, self._proxies = saved, proxies
-                sys.stdout = cast(TextIO, proxies[0])
-                sys.stderr = cast(TextIO, proxies[1])
+            self._install()
             self._depth += 1
         self._local.cell = cell
         try:
@@ -133,14 +143,8 @@ class _Router:
             self._local.cell = None
             with self._lock:
                 self._depth -= 1
-                if self._depth == 0 and self._saved is not None and self._proxies is not None:
-                    # Put back only what is still ours: someone (a test
-                    # runner's capture) may have replaced it meanwhile.
-                    if sys.stdout is cast(Any, self._proxies[0]):
-                        sys.stdout = self._saved[0]
-                    if sys.stderr is cast(Any, self._proxies[1]):
-                        sys.stderr = self._saved[1]
-                    self._saved = self._proxies = None
+                if self._depth == 0:
+                    self._uninstall()
 
 
 class _ProxyStream:
@@ -150,6 +154,11 @@ class _ProxyStream:
         self._router = router
         self._name = name
         self._fallback = fallback
+
+    @property
+    def fallback(self) -> TextIO:
+        """The stream written to by threads that run no cell."""
+        return self._fallback
 
     def write(self, text: str) -> int:
         cell = self._router.target()

@@ -8,6 +8,7 @@ v1 framing) against the fake on 127.0.0.1.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import socket
@@ -1114,3 +1115,46 @@ def test_handshake_headers() -> None:
     with pytest.raises(ws_frames.WebSocketError) as info:
         ws_frames.handshake_headers({**request, "Sec-WebSocket-Version": "8"})
     assert info.value.code == 426
+
+
+def test_output_reaches_its_cell_when_stdout_was_replaced_under_a_running_cell(
+    mock: MockJupyter, tmp_path: Path
+) -> None:
+    # A test runner puts its own capture into sys.stdout between two tests,
+    # while a cell of an earlier test may still be running: the next cell's
+    # output must still come back to its caller, not land in the capture.
+    flag = tmp_path / "go"
+    waiting = (
+        "import os, time\n"
+        f"while not os.path.exists({str(flag)!r}):\n"
+        "    time.sleep(0.01)\n"
+        "print('first')\n"
+    )
+    client = lab_client(mock)
+    with client, client.lab_session() as first, client.lab_session() as second:
+        results: List[str] = []
+        runner = threading.Thread(
+            target=lambda: results.append(first.run_python(waiting, timeout=seconds(30)))
+        )
+        runner.start()
+        try:
+            assert wait_until(lambda: sys.stdout.__class__.__name__ == "_ProxyStream")
+            captured = sys.stdout
+            try:
+                sys.stdout = _Capture()
+                assert second.run_python("print(6 * 7)", timeout=seconds(10)) == "42\n"
+                assert sys.stdout.getvalue() == ""  # type: ignore[attr-defined]
+            finally:
+                flag.touch()
+                runner.join(30)
+                replaced = sys.stdout
+                sys.stdout = captured
+            assert isinstance(replaced, _Capture)
+        finally:
+            flag.touch()
+            runner.join(30)
+        assert results == ["first\n"]
+
+
+class _Capture(io.StringIO):
+    """Stands in for a test runner's capture of sys.stdout."""
