@@ -13,9 +13,10 @@ and the next read goes on from there.
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import List, Optional, Protocol, Tuple, Union
+
+from ._random_pool import random_bytes
 
 __all__ = [
     "OPCODE_BINARY",
@@ -184,6 +185,7 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
         header = bytes((first, 0x80 | 126)) + _U16.pack(size)
     else:
         header = bytes((first, 0x80 | 127)) + _U64.pack(size)
-    # RFC 6455 asks for an unpredictable key per frame.
-    key = os.urandom(4)
+    # RFC 6455 asks for an unpredictable key per frame: the operating
+    # system's random bytes, drawn in batches (see _random_pool).
+    key = random_bytes(4)
     return header + key + _mask(payload, key)

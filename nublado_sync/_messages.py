@@ -8,9 +8,10 @@ is `_wire`'s business.
 from __future__ import annotations
 
 import datetime
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
+from ._random_pool import new_message_id
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -62,7 +63,7 @@ def make_request(
     """Build a request with a fresh message id."""
     now = datetime.datetime.now(tz=datetime.timezone.utc)
     header = {
-        "msg_id": uuid.uuid4().hex,
+        "msg_id": new_message_id(),
         "msg_type": msg_type,
         "session": session,
         "username": username,
