@@ -102,13 +102,22 @@ class Housekeeper:
                 if self._members:
                     return
 
-    def disarm(self, sock: KernelSocket) -> None:
-        """Stop watching ``sock`` while a call holds it; `rearm` watches it again."""
+    def disarm(self, sock: KernelSocket) -> bool:
+        """Stop watching ``sock`` while a call holds it; `rearm` watches it again.
+
+        Returns
+        -------
+        bool
+            Whether the socket was watched until now: anything that came
+            while it was idle has been read here, unless its event is still
+            on its way.
+        """
         with self._lock:
             if sock.parked or id(sock) not in self._members:
-                return
+                return False
             sock.parked = True
             self._watch(sock, register=False, events=_OFF)
+            return self._epoll is not None
 
     def rearm(self, sock: KernelSocket) -> None:
         """Watch ``sock`` again after a call released it (if an event parked it)."""

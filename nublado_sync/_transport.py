@@ -438,6 +438,9 @@ class KernelSocket:
         self.dropped = False
         self._stop = threading.Event()
         self._aborted: Optional[NubladoError] = None
+        # Whether the housekeeper watched the socket until the current call
+        # took it (see drain); set by claim, cleared by release.
+        self._watched = False
         if claimed:
             self.io_lock.acquire()
         self._housekept = keepalive_interval is not None
@@ -461,10 +464,12 @@ class KernelSocket:
         if self._housekept:
             from ._housekeeping import HOUSEKEEPER
 
-            HOUSEKEEPER.disarm(self)
+            self._watched = HOUSEKEEPER.disarm(self)
 
     def release(self) -> None:
         """Let go of `io_lock` after a call, and let the housekeeper watch again."""
+        # The housekeeper's own drains while idle must read.
+        self._watched = False
         self.io_lock.release()
         if self._housekept and self.parked:
             from ._housekeeping import HOUSEKEEPER
@@ -630,7 +635,15 @@ class KernelSocket:
         stray messages no call awaits, and finds a connection that dropped
         while idle (`dropped`), so that the call reconnects before it sends
         rather than sending into a dead socket.
+
+        Nothing to do when the housekeeper watched the socket until this
+        call took it: it read what came, and whatever is still on its way
+        the call reads and drops like any stray message. The check it saves
+        is a system call per call, and with many sessions busy in threads
+        each system call can hand the GIL to another thread and back.
         """
+        if self._watched:
+            return
         for _ in range(_DRAIN_FRAMES):
             if not self._waiting():
                 return

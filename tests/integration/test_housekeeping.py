@@ -21,6 +21,7 @@ import pytest
 import websocket
 
 from nublado_sync import JupyterLabSession, NubladoWebSocketError
+from nublado_sync._transport import KernelSocket
 
 from ..jupyter_servers import JupyterServer, running_jupyter_server
 from .conftest import lab, seconds
@@ -119,3 +120,27 @@ def test_without_housekeeping_idle_sessions_die(pinging_server: JupyterServer) -
         for session in [first, *extra]:
             with pytest.raises(NubladoWebSocketError):
                 session.run_python("print('alive')", timeout=seconds(10))
+
+
+def test_a_call_on_a_watched_socket_starts_without_a_check(
+    stock_server: JupyterServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The housekeeper read whatever came while the socket was idle, so a
+    # call starts without asking the socket (a system call per call). A
+    # socket nobody watched is still checked before each call.
+    checks: List[bool] = []
+    real_waiting = KernelSocket._waiting
+
+    def waiting(self: KernelSocket) -> bool:
+        checks.append(True)
+        return real_waiting(self)
+
+    monkeypatch.setattr(KernelSocket, "_waiting", waiting)
+    with lab(stock_server) as session:
+        for number in range(3):
+            assert session.run_python(f"print({number})") == f"{number}\n"
+    assert checks == []
+    with lab(stock_server, keepalive_interval=None) as session:
+        for number in range(3):
+            assert session.run_python(f"print({number})") == f"{number}\n"
+    assert len(checks) >= 3
