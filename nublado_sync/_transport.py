@@ -15,7 +15,7 @@ import struct
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
 
 from ._acks import DEFAULT_ACKS, AckPolicy, quickack
 from ._cancel import shutdown_socket
@@ -41,6 +41,9 @@ if TYPE_CHECKING:
     import websocket
 
 __all__ = ["KernelSocket", "open_websocket"]
+
+_Arg = TypeVar("_Arg")
+_Result = TypeVar("_Result")
 
 
 # Bytes asked of the socket at a time: one read takes in a burst of small
@@ -148,6 +151,14 @@ class _DeadlineSocket:
             micros = max(int((remaining - seconds) * 1e6), 0 if seconds else 1)
         self._sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(seconds, micros))
 
+    def _bounded(self, option: int, call: Callable[[_Arg], _Result], arg: _Arg) -> _Result:
+        """Make a blocking socket call, bounded by the kernel's timeout ``option``."""
+        self._arm(option)
+        try:
+            return call(arg)
+        except BlockingIOError:  # the kernel's timeout passed
+            raise socket.timeout("timed out") from None
+
     def _wait(self, writing: bool) -> None:
         """Wait until the socket is ready, or raise `socket.timeout` at the deadline."""
         remaining = self.gettimeout()
@@ -250,11 +261,7 @@ class _DeadlineSocket:
 
     def _fill(self) -> bytes:
         if self._kernel_timeouts:
-            self._arm(socket.SO_RCVTIMEO)
-            try:
-                return self._sock.recv(_READ_SIZE)
-            except BlockingIOError:  # the kernel's timeout passed
-                raise socket.timeout("timed out") from None
+            return self._bounded(socket.SO_RCVTIMEO, self._sock.recv, _READ_SIZE)
         # A caller that finds nothing waiting must still see its deadline.
         remaining = self.gettimeout()
         if remaining is not None and remaining <= 0:
@@ -271,11 +278,7 @@ class _DeadlineSocket:
 
     def send(self, data: Union[bytes, memoryview]) -> int:
         if self._kernel_timeouts:
-            self._arm(socket.SO_SNDTIMEO)
-            try:
-                return self._sock.send(data)
-            except BlockingIOError:  # the kernel's timeout passed
-                raise socket.timeout("timed out") from None
+            return self._bounded(socket.SO_SNDTIMEO, self._sock.send, data)
         remaining = self.gettimeout()
         if remaining is not None and remaining <= 0:
             raise socket.timeout("timed out")
