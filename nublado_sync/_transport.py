@@ -12,10 +12,9 @@ import math
 import select
 import socket
 import struct
-import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ._acks import DEFAULT_ACKS, AckPolicy, quickack
 from ._cancel import shutdown_socket
@@ -42,9 +41,6 @@ if TYPE_CHECKING:
 
 __all__ = ["KernelSocket", "open_websocket"]
 
-_Arg = TypeVar("_Arg")
-_Result = TypeVar("_Result")
-
 
 # Bytes asked of the socket at a time: one read takes in a burst of small
 # messages, or a good slice of a large one (websocket-client alone asks for
@@ -52,16 +48,6 @@ _Result = TypeVar("_Result")
 _READ_SIZE = 64 * 1024
 # Payloads from this size on are read straight into their own buffer.
 _DIRECT_READ = 256 * 1024
-# Linux, plain TCP: reads and writes block in the kernel, bounded by
-# SO_RCVTIMEO / SO_SNDTIMEO set to what is left of the deadline. A read
-# that has to wait is then one system call, where a non-blocking socket
-# takes three (a read that finds nothing, a poll, the read); CPython lets go
-# of the GIL around each, and with many sessions busy in threads each
-# hand-over of the GIL costs more than the call. (Elsewhere the timeval
-# layout differs, and TLS retries a timed-out read for ever on a blocking
-# socket; those keep the non-blocking reads.)
-_KERNEL_TIMEOUTS = sys.platform.startswith("linux")
-_TIMEVAL = struct.Struct("@ll")
 
 
 def _ready(sock: socket.socket, writing: bool, timeout: Optional[float]) -> bool:
@@ -88,11 +74,9 @@ class _DeadlineSocket:
     thread, so an interrupt sent from another thread neither moves nor
     inherits the reader's.
 
-    It also reads ahead: a read takes up to ``_READ_SIZE`` bytes and hands
-    them out as websocket-client asks, and the socket is asked only when
-    nothing is buffered (on Linux over plain TCP it blocks in the kernel up
-    to the deadline, see `_KERNEL_TIMEOUTS`; otherwise it is non-blocking
-    and polled only when a read would block). A small message
+    It also reads ahead: the descriptor stays non-blocking, a read takes up
+    to ``_READ_SIZE`` bytes and hands them out as websocket-client asks, and
+    the socket is polled only when nothing is buffered. A small message
     then costs one poll and one read instead of three of each (plus a
     system call per timeout change), which is what a thread per session
     pays for in system calls and in handing the GIL around.
@@ -107,12 +91,10 @@ class _DeadlineSocket:
         # A large take in progress: its buffer and how much of it is filled.
         self._large: Optional[bytearray] = None
         self._large_filled = 0
-        import ssl  # loaded already: websocket-client imports it
-
-        self._kernel_timeouts = _KERNEL_TIMEOUTS and not isinstance(sock, ssl.SSLSocket)
         # Python's own timeouts would poll before every call; ours polls
-        # only when a call would block, or lets the kernel wait.
-        sock.settimeout(None if self._kernel_timeouts else 0.0)
+        # only when a call would block.
+        sock.settimeout(0.0)
+        import ssl  # loaded already: websocket-client imports it
 
         self._would_block_reading = (BlockingIOError, ssl.SSLWantReadError)
         self._would_block_writing = (BlockingIOError, ssl.SSLWantWriteError)
@@ -134,30 +116,6 @@ class _DeadlineSocket:
         tls = getattr(self._sock, "pending", None)
         buffered = max(len(self._chunk) - self._offset, 0)
         return buffered + (tls() if tls is not None else 0)
-
-    def _arm(self, option: int) -> None:
-        """Set the kernel's timeout for the next blocking read or write to what is left.
-
-        Raises `socket.timeout` when nothing is left.
-        """
-        remaining = self.gettimeout()
-        if remaining is None:
-            seconds = micros = 0  # no timeout
-        else:
-            if remaining <= 0:
-                raise socket.timeout("timed out")
-            seconds = int(remaining)
-            # At least a microsecond: zero would mean no timeout at all.
-            micros = max(int((remaining - seconds) * 1e6), 0 if seconds else 1)
-        self._sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(seconds, micros))
-
-    def _bounded(self, option: int, call: Callable[[_Arg], _Result], arg: _Arg) -> _Result:
-        """Make a blocking socket call, bounded by the kernel's timeout ``option``."""
-        self._arm(option)
-        try:
-            return call(arg)
-        except BlockingIOError:  # the kernel's timeout passed
-            raise socket.timeout("timed out") from None
 
     def _wait(self, writing: bool) -> None:
         """Wait until the socket is ready, or raise `socket.timeout` at the deadline."""
@@ -241,13 +199,9 @@ class _DeadlineSocket:
                 remaining = self.gettimeout()
                 if remaining is not None and remaining <= 0:
                     raise socket.timeout("timed out")
-                if self._kernel_timeouts:
-                    self._arm(socket.SO_RCVTIMEO)
                 try:
                     count = self._sock.recv_into(view[self._large_filled :])
                 except self._would_block_reading:
-                    if self._kernel_timeouts:  # the kernel's timeout passed
-                        raise socket.timeout("timed out") from None
                     self._wait(writing=False)
                     continue
                 except self._would_block_writing:  # TLS renegotiation
@@ -260,8 +214,6 @@ class _DeadlineSocket:
         return large
 
     def _fill(self) -> bytes:
-        if self._kernel_timeouts:
-            return self._bounded(socket.SO_RCVTIMEO, self._sock.recv, _READ_SIZE)
         # A caller that finds nothing waiting must still see its deadline.
         remaining = self.gettimeout()
         if remaining is not None and remaining <= 0:
@@ -277,8 +229,6 @@ class _DeadlineSocket:
                 return data
 
     def send(self, data: Union[bytes, memoryview]) -> int:
-        if self._kernel_timeouts:
-            return self._bounded(socket.SO_SNDTIMEO, self._sock.send, data)
         remaining = self.gettimeout()
         if remaining is not None and remaining <= 0:
             raise socket.timeout("timed out")
