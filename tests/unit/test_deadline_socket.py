@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
-from typing import Tuple
+from typing import List, Tuple
 
 import pytest
 
@@ -34,7 +35,8 @@ def test_large_data_arrives_whole_and_in_order(
     sock, peer = pair
     data = bytes(range(256)) * (3 * _READ_SIZE // 256 + 7)
     peer.setblocking(False)
-    sent, received = 0, []
+    sent = 0
+    received: List[bytes] = []
     sock.settimeout(30)
     while sum(map(len, received)) < len(data):
         if sent < len(data):
@@ -87,3 +89,24 @@ def test_the_end_of_the_stream_reads_as_empty(
     sock.settimeout(5)
     assert sock.recv(10) == b"xy"
     assert sock.recv(10) == b""
+
+
+def test_a_read_waiting_in_another_thread_ends_when_the_socket_is_shut_down(
+    pair: Tuple[_DeadlineSocket, socket.socket],
+) -> None:
+    # How a cut or an abort ends a call that waits for the kernel.
+    sock, _ = pair
+    got: List[bytes] = []
+
+    def read() -> None:
+        sock.settimeout(60)
+        got.append(sock.recv(10))
+
+    reader = threading.Thread(target=read)
+    start = time.monotonic()
+    reader.start()
+    sock.shutdown(socket.SHUT_RDWR)
+    reader.join(60)
+    assert got == [b""]
+    # Long before the reader's own deadline.
+    assert time.monotonic() - start < 30
