@@ -36,7 +36,9 @@ if hasattr(os, "register_at_fork"):
 
 
 def random_bytes(count: int) -> bytes:
-    """Return ``count`` (at most 4096) bytes from the operating system's random source."""
+    """Return ``count`` bytes from the operating system's random source."""
+    if count > _BATCH:
+        return os.urandom(count)
     batch: bytes = getattr(_local, "batch", b"")
     offset: int = getattr(_local, "offset", 0)
     if offset + count > len(batch) or getattr(_local, "generation", None) != _generation[0]:

@@ -75,3 +75,9 @@ def test_message_ids_are_version_4_uuids_and_unique() -> None:
         assert uuid.UUID(hex=value).version == 4
     request = make_request("shell", "kernel_info_request", {}, session="s", username="u")
     assert uuid.UUID(hex=request.header["msg_id"]).version == 4
+
+
+def test_more_than_a_batch_is_drawn_whole() -> None:
+    big = random_bytes(10_000)
+    assert len(big) == 10_000
+    assert random_bytes(10_000) != big
