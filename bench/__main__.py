@@ -423,13 +423,20 @@ def run_scale(runner: Runner, params: Dict[str, Any], clients: List[Client]) -> 
         for round_ in range(params["rounds"]):
             shift = round_ % max(len(clients), 1)
             for client in clients[shift:] + clients[:shift]:
-                runner.job(
-                    client,
-                    "scale",
-                    target.key,
-                    {**settings, "sessions": count},
-                    store=f"scale-{count}",
-                )
+                # Opening dozens of kernels at once on a small machine
+                # sometimes fails (a kernel that dies while starting): such
+                # a round is recorded as a failure and run once more, so
+                # that each client keeps its number of rounds.
+                for _attempt in range(2):
+                    result = runner.job(
+                        client,
+                        "scale",
+                        target.key,
+                        {**settings, "sessions": count},
+                        store=f"scale-{count}",
+                    )
+                    if result is not None:
+                        break
 
 
 def make_notebook_clients(
