@@ -17,7 +17,10 @@ it, with no system call, and the call re-arms the watch when it lets the
 socket go. A call that takes an idle socket turns the watch off itself
 (parks it), so that the thread is not woken for every call. A parked
 socket is thus never reported again while in use, and never forgotten once
-idle.
+idle. Parking and re-arming are ordered by each socket's own
+``watch_lock``, not by one lock of the thread's: every call of every
+session passes through them, and a lock shared by all would make busy
+threads queue behind each other's system calls.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ class Housekeeper:
 
     def remove(self, sock: KernelSocket) -> None:
         """Stop looking after ``sock``; the thread ends with the last socket."""
-        with self._lock:
+        with self._lock, sock.watch_lock:
             if self._members.pop(id(sock), None) is None:
                 return
             if self._by_fd.get(sock.fileno()) is sock:
@@ -112,7 +115,9 @@ class Housekeeper:
             while it was idle has been read here, unless its event is still
             on its way.
         """
-        with self._lock:
+        # The socket's own lock (see the module docstring): the watch change
+        # is a system call, which lets go of the GIL.
+        with sock.watch_lock:
             if sock.parked or id(sock) not in self._members:
                 return False
             sock.parked = True
@@ -121,7 +126,7 @@ class Housekeeper:
 
     def rearm(self, sock: KernelSocket) -> None:
         """Watch ``sock`` again after a call released it (if an event parked it)."""
-        with self._lock:
+        with sock.watch_lock:
             if not sock.parked or id(sock) not in self._members:
                 return
             sock.parked = False
@@ -141,16 +146,17 @@ class Housekeeper:
         self._thread.start()
 
     def _watch(self, sock: KernelSocket, *, register: bool, events: int = _WATCH) -> None:
-        if self._epoll is None:
-            return
+        # Called with the socket's watch lock held (and for a new socket the
+        # housekeeper's), so that it is not removed meanwhile.
+        epoll = self._epoll
         fd = sock.fileno()
-        if fd < 0:
+        if epoll is None or fd < 0:
             return
         with contextlib.suppress(OSError, ValueError):
             if register:
-                self._epoll.register(fd, events)
+                epoll.register(fd, events)
             else:
-                self._epoll.modify(fd, events)
+                epoll.modify(fd, events)
 
     def _wake(self) -> None:
         if self._wake_w is not None:
@@ -199,10 +205,14 @@ class Housekeeper:
     def _readable(self, fd: int) -> None:
         with self._lock:
             sock = self._by_fd.get(fd)
-            if sock is None:
+        if sock is None:
+            return
+        with sock.watch_lock:
+            if id(sock) not in self._members:
                 return
-            # Decided under the lock that `rearm` takes: a call that lets
-            # the socket go either sees it parked, or finds it free here.
+            # Decided under the lock that `KernelSocket.release` takes: a
+            # call that lets the socket go either sees it parked, or finds
+            # it free here.
             if not sock.io_lock.acquire(blocking=False):
                 sock.parked = True
                 return
@@ -211,7 +221,7 @@ class Housekeeper:
         finally:
             sock.io_lock.release()
         if sock.connected and not sock.dropped:
-            with self._lock:
+            with sock.watch_lock:
                 # Not when a call took the socket meanwhile (it disarmed
                 # the watch; letting go re-arms it).
                 if id(sock) in self._members and not sock.parked:

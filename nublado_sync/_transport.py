@@ -426,6 +426,9 @@ class KernelSocket:
         # Set by the housekeeper when the socket became readable while a
         # call held it; the call re-arms the watch when it lets go.
         self.parked = False
+        # Orders `parked` and the watch between the housekeeper and the call
+        # that lets the socket go (see `release`).
+        self.watch_lock = threading.Lock()
         self._fd = ws.sock.fileno() if ws.sock is not None else -1
         # websocket-client locks frame writes only when the connection was
         # made with enable_multithread; an interrupt from another thread, the
@@ -470,8 +473,17 @@ class KernelSocket:
         """Let go of `io_lock` after a call, and let the housekeeper watch again."""
         # The housekeeper's own drains while idle must read.
         self._watched = False
-        self.io_lock.release()
-        if self._housekept and self.parked:
+        if not self._housekept:
+            self.io_lock.release()
+            return
+        # Under the watch lock, which the housekeeper holds while it finds
+        # the socket busy and parks it: either it sees the socket free, or
+        # this sees it parked. (Otherwise a socket parked just after the
+        # check would stay unwatched while idle.)
+        with self.watch_lock:
+            self.io_lock.release()
+            parked = self.parked
+        if parked:
             from ._housekeeping import HOUSEKEEPER
 
             HOUSEKEEPER.rearm(self)

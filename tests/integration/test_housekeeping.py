@@ -144,3 +144,36 @@ def test_a_call_on_a_watched_socket_starts_without_a_check(
         for number in range(3):
             assert session.run_python(f"print({number})") == f"{number}\n"
     assert len(checks) >= 3
+
+
+def test_a_socket_parked_as_its_call_ends_is_watched_again(stock_server: JupyterServer) -> None:
+    # The housekeeper parks a socket it finds in use; the call that lets it
+    # go must then see it parked and watch it again, or the idle socket
+    # would go unwatched (pings unanswered) until its next call. Here the
+    # test plays the housekeeper: it holds the socket's watch lock while the
+    # call lets go, and parks the socket it still finds in use.
+    with lab(stock_server) as session:
+        sock = session._link.socket
+        claimed, go, released = threading.Event(), threading.Event(), threading.Event()
+
+        def call() -> None:
+            sock.claim()
+            claimed.set()
+            go.wait(5)
+            sock.release()
+            released.set()
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert claimed.wait(5)
+        with sock.watch_lock:
+            go.set()
+            # Wrong code would let go within this bound; right code waits
+            # for the lock however long it takes.
+            assert not released.wait(0.5)
+            assert not sock.io_lock.acquire(blocking=False)  # still in use
+            sock.parked = True
+        caller.join(5)
+        assert released.is_set()
+        assert not sock.parked
+        assert session.run_python("print(1)") == "1\n"
