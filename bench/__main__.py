@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _delay_proxy, _envs, _report, _servers
+from ._paths import scrub_paths, shown_args
 
 DRIVERS = _envs.BENCH / "drivers"
 RESULTS = _envs.BENCH / "results"
@@ -796,14 +797,6 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
-def _shown_args(argv: Optional[List[str]]) -> List[str]:
-    """The command's arguments, with no path of this machine in them."""
-    return [
-        Path(arg).name if arg.startswith("/") else arg
-        for arg in (sys.argv[1:] if argv is None else argv)
-    ]
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
@@ -883,8 +876,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             ),
             "prompt_acks_option": native_default is not None,
             "prompt_acks_default": native_default,
-            "failures": failures + run["failures"],
-            "command": " ".join(["bench/run", *_shown_args(argv)]),
+            "failures": [
+                {**f, "error": scrub_paths(f["error"], args.baseline)}
+                for f in failures + run["failures"]
+            ],
+            "command": " ".join(["bench/run", *shown_args(argv)]),
         },
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
