@@ -19,6 +19,7 @@ from typing import IO, Iterator, List, Optional
 from ._arguments import check_duration
 from ._deadline import Deadline
 from ._exceptions import NubladoError, NubladoTimeoutError, NubladoUsageError
+from ._interrupts import deferred_interrupts
 from ._logging import Logger, default_logger
 
 __all__ = ["LocalJupyterServer", "local_jupyter_server"]
@@ -123,12 +124,10 @@ def local_jupyter_server(
             "Local mode needs jupyter_server and ipykernel: pip install 'nublado_sync[local]'"
         ) from None
     token = secrets.token_urlsafe(32)
-    workdir = tempfile.mkdtemp(prefix="nublado-sync-local-")
     env = dict(os.environ)
     # The token goes through the environment, not the command line, which
     # other users of the machine can read.
     env["JUPYTER_TOKEN"] = token
-    env["JUPYTER_RUNTIME_DIR"] = os.path.join(workdir, "runtime")
     command = [
         sys.executable,
         "-m",
@@ -146,17 +145,26 @@ def local_jupyter_server(
     # stuck (and an interrupt meanwhile has a visible context).
     logger.info("Starting local Jupyter server")
     started = time.monotonic()
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
-        command,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    assert process.stdout is not None
-    reader = _OutputReader(process.stdout)
+    workdir: Optional[str] = None
+    process: Optional[subprocess.Popen[bytes]] = None
+    reader: Optional[_OutputReader] = None
     try:
+        # A Ctrl-C inside Popen, after the fork, would lose the process
+        # object and leave the server running (in its own session, which
+        # the terminal's Ctrl-C does not reach): held until it is ours.
+        with deferred_interrupts(logger, "starting the local Jupyter server"):
+            workdir = tempfile.mkdtemp(prefix="nublado-sync-local-")
+            env["JUPYTER_RUNTIME_DIR"] = os.path.join(workdir, "runtime")
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            assert process.stdout is not None
+            reader = _OutputReader(process.stdout)
         deadline = Deadline(timeout)
         reader.found.wait(deadline.remaining())
         if reader.url is None:
@@ -171,10 +179,14 @@ def local_jupyter_server(
         )
         yield LocalJupyterServer(reader.url, token)
     finally:
-        _stop(process)
-        reader.join()
-        process.stdout.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if process is not None:
+            _stop(process)
+            if reader is not None:
+                reader.join()
+            if process.stdout is not None:
+                process.stdout.close()
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
         logger.debug("Stopped local Jupyter server")
 
 

@@ -8,13 +8,15 @@ status, and that nothing is left running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
-from typing import IO
+from typing import IO, List
 
 import psutil  # type: ignore[import-untyped,unused-ignore]
 import pytest
@@ -116,8 +118,10 @@ def _readline_until(stream: IO[str], text: str) -> list[str]:
     raise AssertionError(f"{text!r} never came; saw {seen}")
 
 
-def _local_run(code: str) -> subprocess.Popen[str]:
+def _local_run(code: str, mark: str = "") -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
+    # Inherited by every process the run starts: see _processes_marked.
+    env["LOCAL_RUN_MARK"] = mark
     return subprocess.Popen(
         [sys.executable, "-c", CHILD_MAIN, "run", "--local", "-c", code],
         env=env,
@@ -148,8 +152,20 @@ def test_sighup_stops_the_local_server_its_kernel_and_files() -> None:
     assert not runtime.parent.exists()
 
 
+def _processes_marked(mark: str) -> List[str]:
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("LOCAL_RUN_MARK") == mark:
+                found.append(" ".join(proc.cmdline()))
+    return found
+
+
 def test_ctrl_c_while_the_local_server_starts() -> None:
-    with _local_run("print(1)") as process:
+    # The interrupt lands while the server process is being started (once,
+    # in CI, inside Popen after the fork: the server was left running).
+    mark = uuid.uuid4().hex
+    with _local_run("print(1)", mark) as process:
         assert process.stderr is not None
         _readline_until(process.stderr, "Starting local Jupyter server")
         process.send_signal(signal.SIGINT)
@@ -158,6 +174,7 @@ def test_ctrl_c_while_the_local_server_starts() -> None:
     assert "Interrupted before any code ran; the local Jupyter server was stopped" in stderr
     assert "kernel was interrupted" not in stderr
     assert "Traceback" not in stderr
+    assert _processes_marked(mark) == []
 
 
 def test_server_dying_mid_run_gives_one_line_warnings(tmp_path: Path) -> None:
