@@ -152,7 +152,7 @@ def local_jupyter_server(
         # A Ctrl-C inside Popen, after the fork, would lose the process
         # object and leave the server running (in its own session, which
         # the terminal's Ctrl-C does not reach): held until it is ours.
-        with deferred_interrupts(logger, "starting the local Jupyter server"):
+        with deferred_interrupts(logger, "the local Jupyter server's start"):
             workdir = tempfile.mkdtemp(prefix="nublado-sync-local-")
             env["JUPYTER_RUNTIME_DIR"] = os.path.join(workdir, "runtime")
             process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
