@@ -91,6 +91,10 @@ class _DeadlineSocket:
         # A large take in progress: its buffer and how much of it is filled.
         self._large: Optional[bytearray] = None
         self._large_filled = 0
+        # Whether the last read came up short: the reader caught up with
+        # the sender, so once that is all handed out, the next bytes are
+        # most likely still on their way (see take).
+        self._caught_up = True
         # Python's own timeouts would poll before every call; ours polls
         # only when a call would block.
         sock.settimeout(0.0)
@@ -159,8 +163,16 @@ class _DeadlineSocket:
             return self._take_large(size)
         pieces = [chunk[start:]]
         have = len(pieces[0])
+        # At a message boundary after a short read, wait before reading: a
+        # read that finds nothing is a system call for nothing (two per
+        # execution, each handing the GIL to another thread and back). In
+        # the middle of a message, or of a burst, read at once.
+        wait_first = not have and self._caught_up and not self._tls_pending()
         try:
             while have < size:
+                if wait_first:
+                    wait_first = False
+                    self._wait(writing=False)
                 data = self._fill()
                 if not data:
                     raise EOFError("the stream ended")
@@ -226,7 +238,13 @@ class _DeadlineSocket:
             except self._would_block_writing:  # TLS renegotiation
                 self._wait(writing=True)
             else:
+                self._caught_up = len(data) < _READ_SIZE
                 return data
+
+    def _tls_pending(self) -> bool:
+        # Bytes TLS has decrypted are not readable on the descriptor.
+        pending = getattr(self._sock, "pending", None)
+        return pending is not None and pending() > 0
 
     def send(self, data: Union[bytes, memoryview]) -> int:
         remaining = self.gettimeout()

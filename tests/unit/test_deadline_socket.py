@@ -6,10 +6,11 @@ import contextlib
 import socket
 import threading
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import pytest
 
+from nublado_sync import _transport
 from nublado_sync._transport import _READ_SIZE, _DeadlineSocket
 
 # Generous: the machine running the tests may be busy.
@@ -110,3 +111,79 @@ def test_a_read_waiting_in_another_thread_ends_when_the_socket_is_shut_down(
     assert got == [b""]
     # Long before the reader's own deadline.
     assert time.monotonic() - start < 30
+
+
+class _Counts:
+    """System calls a `_DeadlineSocket` makes: reads, and readiness waits."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, sock: _DeadlineSocket) -> None:
+        self.reads = 0
+        self.waits = 0
+        raw = sock._sock
+        real_ready = _transport._ready
+        counts = self
+
+        class Counted:
+            def __getattr__(self, name: str) -> object:
+                return getattr(raw, name)
+
+            def recv(self, size: int) -> bytes:
+                counts.reads += 1
+                return raw.recv(size)
+
+        def ready(target: socket.socket, writing: bool, timeout: Optional[float]) -> bool:
+            counts.waits += 1
+            return real_ready(raw, writing, timeout)
+
+        monkeypatch.setattr(sock, "_sock", Counted())
+        monkeypatch.setattr(_transport, "_ready", ready)
+
+
+def test_at_a_message_boundary_it_waits_before_reading(
+    pair: Tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing buffered, and the last read came up short: the next bytes are
+    # most likely not there yet, so a read would find nothing (a system
+    # call for nothing). It waits first.
+    sock, peer = pair
+    counts = _Counts(monkeypatch, sock)
+    peer.sendall(b"abc")
+    sock.settimeout(5)
+    assert sock.take(3) == b"abc"
+    assert (counts.waits, counts.reads) == (1, 1)
+    sock.settimeout(0.2)
+    with pytest.raises(socket.timeout):
+        sock.take(2)
+    assert (counts.waits, counts.reads) == (2, 1)
+    peer.sendall(b"de")
+    sock.settimeout(5)
+    assert sock.take(2) == b"de"
+    assert (counts.waits, counts.reads) == (3, 2)
+
+
+def test_in_the_middle_of_a_message_it_reads_at_once(
+    pair: Tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock, peer = pair
+    peer.sendall(b"abc")
+    sock.settimeout(5)
+    assert sock.take(2) == b"ab"
+    counts = _Counts(monkeypatch, sock)
+    peer.sendall(b"de")
+    # One byte of the three is in: the rest is read without a wait first.
+    assert sock.take(3) == b"cde"
+    assert (counts.waits, counts.reads) == (0, 1)
+
+
+def test_after_a_full_read_it_reads_at_once(
+    pair: Tuple[_DeadlineSocket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read that filled the whole read size left the sender ahead: more
+    # is most likely waiting, even at a message boundary.
+    sock, peer = pair
+    peer.sendall(b"x" * _READ_SIZE + b"yz")
+    sock.settimeout(5)
+    assert sock.take(_READ_SIZE) == b"x" * _READ_SIZE
+    counts = _Counts(monkeypatch, sock)
+    assert sock.take(2) == b"yz"
+    assert (counts.waits, counts.reads) == (0, 1)
