@@ -13,18 +13,23 @@ on two rules. The thread touches a socket only while holding its
 ``io_lock``, taken without waiting (a call holds it for its whole length,
 and reads and answers pings itself). And each socket is watched one event
 at a time (``EPOLLONESHOT``): an event that finds the socket in use parks
-it, with no system call, and the call re-arms the watch when it lets the
-socket go. A call that takes an idle socket turns the watch off itself
-(parks it), so that the thread is not woken for every call. A parked
-socket is thus never reported again while in use, and never forgotten once
-idle. Parking and re-arming are ordered by each socket's own
-``watch_lock``, not by one lock of the thread's: every call of every
-session passes through them, and a lock shared by all would make busy
-threads queue behind each other's system calls.
+it, with no system call. A call that takes an idle socket turns the watch
+off itself (parks it), so that the thread is not woken for every call.
+When the call lets the socket go, the thread re-arms the watch once the
+socket has stayed idle for ``REARM_DELAY``: a session that runs one call
+after another then changes the watch not at all, where re-arming at once
+would cost two system calls per call, each handing the GIL to another
+thread and back. A parked socket is thus never reported again while in
+use, and never forgotten once idle. Parking and handing a socket back are
+ordered by each socket's own ``watch_lock``, not by one lock of the
+thread's: every call of every session passes through them, and a lock
+shared by all would make busy threads queue behind each other's system
+calls.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import heapq
 import itertools
@@ -32,18 +37,25 @@ import select
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Tuple
 
 if TYPE_CHECKING:
     from ._transport import KernelSocket
 
-__all__ = ["HOUSEKEEPER", "Housekeeper"]
+__all__ = ["HOUSEKEEPER", "REARM_DELAY", "Housekeeper"]
 
 _HAS_EPOLL = hasattr(select, "epoll")
 _WATCH = (select.EPOLLIN | select.EPOLLONESHOT) if _HAS_EPOLL else 0
 # A socket in use: no readiness events. One-shot still, since epoll reports
 # a hang-up or an error even unasked, and must not report it over and over.
 _OFF = select.EPOLLONESHOT if _HAS_EPOLL else 0
+
+REARM_DELAY = 0.1
+"""Seconds a socket a call let go stays idle before its watch is re-armed.
+
+Long enough to span the gap between one call and the next, short against
+any server's ping timeout (seconds): what arrives meanwhile waits for the
+watch, or for the next call, which reads it."""
 
 
 class Housekeeper:
@@ -62,6 +74,14 @@ class Housekeeper:
         # (due, tiebreak, socket id, interval): the next keepalive pongs.
         self._timers: List[Tuple[float, int, int, float]] = []
         self._order = itertools.count()
+        # Sockets calls let go while parked, to re-arm once idle: appended
+        # by the calls' threads without a lock (a deque's append is atomic),
+        # taken by the thread, which keeps those still too recently used.
+        self._handed_back: Deque[KernelSocket] = collections.deque()
+        self._to_rearm: Dict[int, KernelSocket] = {}
+        # Whether the thread is waking every REARM_DELAY to re-arm; while it
+        # is not, a socket handed back wakes it.
+        self._sweeping = False
 
     @property
     def thread(self) -> Optional[threading.Thread]:
@@ -106,7 +126,7 @@ class Housekeeper:
                     return
 
     def disarm(self, sock: KernelSocket) -> bool:
-        """Stop watching ``sock`` while a call holds it; `rearm` watches it again.
+        """Stop watching ``sock`` while a call holds it; `hand_back` has it watched again.
 
         Returns
         -------
@@ -124,13 +144,17 @@ class Housekeeper:
             self._watch(sock, register=False, events=_OFF)
             return self._epoll is not None
 
-    def rearm(self, sock: KernelSocket) -> None:
-        """Watch ``sock`` again after a call released it (if an event parked it)."""
-        with sock.watch_lock:
-            if not sock.parked or id(sock) not in self._members:
-                return
-            sock.parked = False
-            self._watch(sock, register=False)
+    def hand_back(self, sock: KernelSocket) -> None:
+        """Watch ``sock`` again once idle for `REARM_DELAY`, after a call let it go parked.
+
+        Makes no system call unless the thread must be woken for it.
+        """
+        self._handed_back.append(sock)
+        # After the append: the thread clears the flag before it looks at
+        # the queue a last time, so either it sees the socket or this sees
+        # the flag down.
+        if not self._sweeping:
+            self._wake()
 
     # The thread
 
@@ -170,6 +194,8 @@ class Housekeeper:
                     self._finish()
                     return
                 timeout = self._next_timeout()
+                if self._sweeping:
+                    timeout = min(timeout, REARM_DELAY)
                 epoll, wake_r = self._epoll, self._wake_r
             if epoll is not None:
                 events = epoll.poll(timeout)
@@ -183,6 +209,7 @@ class Housekeeper:
                         wake_r.recv(4096)
                     continue
                 self._readable(fd)
+            self._rearm_idle()
             self._keepalives()
 
     def _finish(self) -> None:
@@ -195,6 +222,9 @@ class Housekeeper:
         self._epoll = self._wake_r = self._wake_w = None
         self._timers.clear()
         self._by_fd.clear()
+        self._handed_back.clear()
+        self._to_rearm.clear()
+        self._sweeping = False
         self._thread = None
 
     def _next_timeout(self) -> float:
@@ -226,6 +256,37 @@ class Housekeeper:
                 # the watch; letting go re-arms it).
                 if id(sock) in self._members and not sock.parked:
                     self._watch(sock, register=False)
+
+    def _rearm_idle(self) -> None:
+        """Re-arm the watch of sockets handed back and idle for `REARM_DELAY`."""
+        while self._handed_back:
+            sock = self._handed_back.popleft()
+            self._to_rearm[id(sock)] = sock
+        now = time.monotonic()
+        for key, sock in list(self._to_rearm.items()):
+            with sock.watch_lock:
+                if self._members.get(key) is not sock or not sock.parked:
+                    del self._to_rearm[key]
+                    continue
+                if not sock.io_lock.acquire(blocking=False):
+                    # In a call again: letting go hands it back anew.
+                    del self._to_rearm[key]
+                    continue
+                try:
+                    if now - sock.released_at < REARM_DELAY:
+                        continue  # used a moment ago: likely again soon
+                    del self._to_rearm[key]
+                    sock.parked = False
+                    self._watch(sock, register=False)
+                finally:
+                    sock.io_lock.release()
+        if self._to_rearm:
+            self._sweeping = True
+            return
+        # Down first, then a last look (see hand_back).
+        self._sweeping = False
+        if self._handed_back:
+            self._sweeping = True
 
     def _keepalives(self) -> None:
         now = time.monotonic()

@@ -30,6 +30,7 @@ from ._frames import (
     FrameTooLargeError,
     encode_frame,
 )
+from ._housekeeping import HOUSEKEEPER
 from ._logging import Logger
 from ._messages import KernelMessage
 from ._reasons import connection_failure
@@ -441,9 +442,12 @@ class KernelSocket:
         # then, since the reader answers the server's pings itself.
         # Reentrant: a call that gives up closes the socket it holds.
         self.io_lock = threading.RLock()
-        # Set by the housekeeper when the socket became readable while a
-        # call held it; the call re-arms the watch when it lets go.
+        # Whether the housekeeper's watch is off: a call took the socket
+        # while it was watched, or it became readable while a call held it.
+        # The housekeeper watches it again once idle (see release).
         self.parked = False
+        # When the last call let the socket go (time.monotonic()).
+        self.released_at = 0.0
         # Orders `parked` and the watch between the housekeeper and the call
         # that lets the socket go (see `release`).
         self.watch_lock = threading.Lock()
@@ -466,8 +470,6 @@ class KernelSocket:
             self.io_lock.acquire()
         self._housekept = keepalive_interval is not None
         if self._housekept:
-            from ._housekeeping import HOUSEKEEPER
-
             HOUSEKEEPER.add(self, keepalive_interval)
 
     def fileno(self) -> int:
@@ -483,12 +485,15 @@ class KernelSocket:
         """
         self.io_lock.acquire()
         if self._housekept:
-            from ._housekeeping import HOUSEKEEPER
-
             self._watched = HOUSEKEEPER.disarm(self)
 
     def release(self) -> None:
-        """Let go of `io_lock` after a call, and let the housekeeper watch again."""
+        """Let go of `io_lock` after a call, and let the housekeeper watch again.
+
+        The housekeeper re-arms its watch once the socket has been idle a
+        moment (`._housekeeping.REARM_DELAY`), so that calls one after
+        another leave the watch alone.
+        """
         # The housekeeper's own drains while idle must read.
         self._watched = False
         if not self._housekept:
@@ -499,12 +504,11 @@ class KernelSocket:
         # this sees it parked. (Otherwise a socket parked just after the
         # check would stay unwatched while idle.)
         with self.watch_lock:
+            self.released_at = time.monotonic()
             self.io_lock.release()
             parked = self.parked
         if parked:
-            from ._housekeeping import HOUSEKEEPER
-
-            HOUSEKEEPER.rearm(self)
+            HOUSEKEEPER.hand_back(self)
 
     @property
     def connected(self) -> bool:
@@ -670,7 +674,10 @@ class KernelSocket:
         call took it: it read what came, and whatever is still on its way
         the call reads and drops like any stray message. The check it saves
         is a system call per call, and with many sessions busy in threads
-        each system call can hand the GIL to another thread and back.
+        each system call can hand the GIL to another thread and back. A
+        socket whose last call ended a moment ago is not watched yet (see
+        `release`) and is checked: one system call, where turning the watch
+        on and off again would have cost two.
         """
         if self._watched:
             return
@@ -759,8 +766,6 @@ class KernelSocket:
         """
         self._stop.set()
         if self._housekept:
-            from ._housekeeping import HOUSEKEEPER
-
             HOUSEKEEPER.remove(self)
         # Wait for a read the housekeeper may have in progress (bounded:
         # the rest of one frame); the calling thread may hold the lock.

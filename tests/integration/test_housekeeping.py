@@ -21,6 +21,7 @@ import pytest
 import websocket
 
 from nublado_sync import JupyterLabSession, NubladoWebSocketError
+from nublado_sync._housekeeping import Housekeeper
 from nublado_sync._transport import KernelSocket
 
 from ..jupyter_servers import JupyterServer, running_jupyter_server
@@ -127,7 +128,8 @@ def test_a_call_on_a_watched_socket_starts_without_a_check(
 ) -> None:
     # The housekeeper read whatever came while the socket was idle, so a
     # call starts without asking the socket (a system call per call). A
-    # socket nobody watched is still checked before each call.
+    # socket nobody watched is still checked before each call, as is one
+    # whose last call ended a moment ago (not watched again yet).
     checks: List[bool] = []
     real_waiting = KernelSocket._waiting
 
@@ -138,8 +140,11 @@ def test_a_call_on_a_watched_socket_starts_without_a_check(
     monkeypatch.setattr(KernelSocket, "_waiting", waiting)
     with lab(stock_server) as session:
         for number in range(3):
+            assert watched_again(session._link.socket)
             assert session.run_python(f"print({number})") == f"{number}\n"
-    assert checks == []
+        assert checks == []
+        session.run_python("pass")
+        assert checks == [True]
     with lab(stock_server, keepalive_interval=None) as session:
         for number in range(3):
             assert session.run_python(f"print({number})") == f"{number}\n"
@@ -175,5 +180,42 @@ def test_a_socket_parked_as_its_call_ends_is_watched_again(stock_server: Jupyter
             sock.parked = True
         caller.join(5)
         assert released.is_set()
-        assert not sock.parked
+        # Handed back: the housekeeper watches it again once it has been
+        # idle a moment (REARM_DELAY).
+        assert watched_again(sock)
         assert session.run_python("print(1)") == "1\n"
+
+
+def watched_again(sock: KernelSocket, timeout: float = 10.0) -> bool:
+    """Whether the housekeeper re-arms the socket's watch within ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while sock.parked:
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)  # polling a condition, with a deadline
+    return True
+
+
+def test_calls_one_after_another_leave_the_watch_alone(
+    stock_server: JupyterServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Turning the watch off when a call takes the socket and on when it
+    # lets go costs two system calls per call. A session that runs one call
+    # after another keeps it off, and the socket is watched again once idle.
+    changes: List[int] = []
+    real_watch = Housekeeper._watch
+
+    def watch(self: Housekeeper, sock: KernelSocket, **kwargs: object) -> None:
+        changes.append(sock.fileno())
+        real_watch(self, sock, **kwargs)  # type: ignore[arg-type]
+
+    calls = 10
+    with lab(stock_server) as session:
+        sock = session._link.socket
+        monkeypatch.setattr(Housekeeper, "_watch", watch)
+        for number in range(calls):
+            assert session.run_python(f"print({number})") == f"{number}\n"
+        # Re-arming after every call would have made 2 * calls changes.
+        assert len(changes) < calls
+        assert watched_again(sock)
+        assert session.run_python("print('again')") == "again\n"
