@@ -98,8 +98,8 @@ class NubladoClient:
         with an optional ``no_proxy`` entry (comma-separated hosts); they
         replace the environment's ``HTTPS_PROXY``, ``HTTP_PROXY`` and
         ``NO_PROXY``, and ``{}`` means no proxy at all. `None` (the
-        default) uses the environment's. Service discovery uses the
-        environment's.
+        default) uses the environment's. The client's own service
+        discovery uses the same ``retry`` and ``proxies``.
 
     Raises
     ------
@@ -136,7 +136,11 @@ class NubladoClient:
         self._logger = (logger or default_logger()).bind(user=username)
         self._hub_url = hub_url.rstrip("/") + "/" if hub_url else None
         self._discovery = discovery_client or DiscoveryClient(
-            timeout=timeout.total_seconds(), verify=verify, logger=self._logger
+            timeout=timeout.total_seconds(),
+            verify=verify,
+            logger=self._logger,
+            retry=retry,
+            proxies=proxies,
         )
         self._http = HTTPSession(
             token=token,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import threading
 import time
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
-from ._exceptions import NubladoDiscoveryError
+from ._arguments import check_http_url
+from ._exceptions import NubladoDiscoveryError, NubladoUsageError, NubladoWebError
 from ._logging import Logger, default_logger
 from ._reasons import one_line
+from ._retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from ._http import HTTPSession
 
 __all__ = ["DiscoveryClient"]
 
@@ -37,6 +41,22 @@ class DiscoveryClient:
         TLS verification: `True`, or the path of a CA bundle.
     logger
         Logger to use.
+    retry
+        How a request that failed for a passing reason (connection refused
+        or reset, 502, 503, 504) is tried again, within ``timeout``;
+        `RetryPolicy` ``()`` by default, `RetryPolicy.off` to fail at once.
+    proxies
+        Forward proxies by URL scheme, with an optional ``no_proxy`` entry,
+        as for `NubladoClient`; `None` (the default) uses the
+        environment's ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY``.
+
+    Raises
+    ------
+    NubladoUsageError
+        An argument is invalid: a ``base_url`` that is not http(s), a
+        ``timeout`` that is not a positive number, a negative
+        ``cache_time``, a ``retry`` that is not a `RetryPolicy`, or
+        ``proxies`` that do not map schemes to proxy URLs.
     """
 
     def __init__(
@@ -47,12 +67,33 @@ class DiscoveryClient:
         cache_time: datetime.timedelta = datetime.timedelta(minutes=5),
         verify: Union[bool, str] = True,
         logger: Optional[Logger] = None,
+        retry: Optional[RetryPolicy] = None,
+        proxies: Optional[Mapping[str, str]] = None,
     ) -> None:
+        from ._http import check_proxies
+
+        if base_url is not None:
+            check_http_url(base_url, "base_url")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise NubladoUsageError(
+                f"DiscoveryClient timeout must be a positive number of seconds, not {timeout!r}"
+            )
+        if not isinstance(cache_time, datetime.timedelta) or cache_time.total_seconds() < 0:
+            raise NubladoUsageError(
+                f"cache_time must be a datetime.timedelta of zero or more, not {cache_time!r}"
+            )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise NubladoUsageError("retry must be a RetryPolicy")
+        check_proxies(proxies, None)
         self._base_url = base_url
-        self._timeout = timeout
+        self._timeout = float(timeout)
         self._cache_seconds = cache_time.total_seconds()
         self._verify = verify
         self._logger = logger or default_logger()
+        self._retry = retry
+        self._proxies = proxies
+        # Made on first fetch: requests is the largest import of all.
+        self._http: Optional[HTTPSession] = None
         self._lock = threading.Lock()
         self._cached: Optional[Any] = None
         self._fetched_at = 0.0
@@ -114,21 +155,35 @@ class DiscoveryClient:
                 "No hub URL given and REPERTOIRE_BASE_URL is not set for service discovery"
             )
         url = base.rstrip("/") + "/discovery"
-        import requests  # on first use, see _http
+        setting = "base_url" if self._base_url else "REPERTOIRE_BASE_URL"
+        if self._http is None:
+            from ._http import HTTPSession
 
+            # Unauthenticated: the discovery document is public, and the
+            # user's token has no business going to another service.
+            self._http = HTTPSession(
+                token=None,
+                user=None,
+                timeout=self._timeout,
+                verify=self._verify,
+                logger=self._logger,
+                retry=self._retry,
+                proxies=self._proxies,
+            )
         try:
-            response = requests.get(
-                url, timeout=self._timeout, verify=self._verify, allow_redirects=False
-            )
-        except (requests.RequestException, OSError, ValueError) as e:
+            response = self._http.request("GET", url, ok=(200,))
+        except NubladoWebError as e:
+            if e.status is not None:
+                raise NubladoDiscoveryError(
+                    f"Service discovery at {url} answered status {e.status}; check {setting}"
+                ) from None
             raise NubladoDiscoveryError(
-                f"Cannot reach service discovery at {url}: {type(e).__name__}: {e}"
+                f"Service discovery failed: {one_line(str(e))};"
+                f" check {setting} and the proxy settings"
             ) from None
-        if response.status_code != 200:
-            raise NubladoDiscoveryError(
-                f"Service discovery at {url} answered status {response.status_code}"
-            )
         try:
             return response.json()
-        except (ValueError, json.JSONDecodeError):
-            raise NubladoDiscoveryError(f"Service discovery at {url} did not answer JSON") from None
+        except ValueError:
+            raise NubladoDiscoveryError(
+                f"Service discovery at {url} did not answer JSON; check {setting}"
+            ) from None

@@ -217,7 +217,8 @@ class HTTPSession:
     Parameters
     ----------
     token
-        Bearer token sent with every request.
+        Bearer token sent with every request; `None` for a service that
+        takes no token (service discovery).
     user
         User the requests are for (for exceptions).
     timeout
@@ -238,7 +239,7 @@ class HTTPSession:
     def __init__(
         self,
         *,
-        token: str,
+        token: Optional[str],
         user: Optional[str],
         timeout: float,
         verify: Union[bool, str] = True,
@@ -269,8 +270,8 @@ class HTTPSession:
         self.session.trust_env = False
         self._proxies = None if proxies is None else dict(proxies)
         self.verify = verify
-        self._auth = BearerAuth(token)
-        self._token = token
+        self._auth = BearerAuth(token) if token else None
+        self._token = token or ""
         self._logger = logger
         self.space: Optional[URLSpace] = None
         self.xsrf: Dict[str, str] = {}
@@ -457,6 +458,7 @@ class HTTPSession:
         self.cancellation.track(self.session.get_adapter(url))
         start = time.monotonic()
         unrouted = 0
+        proxy: Optional[str] = None
         try:
             proxy = self.proxy_for(url)
             while True:
@@ -509,7 +511,7 @@ class HTTPSession:
                 url=redact_url(url),
                 error=f"{type(e).__name__}: {self.redact(str(e))}",
             )
-            words = transport_failure(e, redact_url(url), read_timeout)
+            words = transport_failure(e, redact_url(url), read_timeout, proxy)
             raise NubladoWebError(
                 f"{self.redact(words[:1].upper() + words[1:])} ({method} {url})",
                 self.user,

@@ -152,7 +152,9 @@ def _any(exc: BaseException, *names: str) -> bool:
     return any(type(c).__name__ in names for c in _causes(exc))
 
 
-def transport_failure(exc: BaseException, url: str, timeout: Optional[float] = None) -> str:
+def transport_failure(
+    exc: BaseException, url: str, timeout: Optional[float] = None, proxy: Optional[str] = None
+) -> str:
     """Say in words why a request got no answer.
 
     Parameters
@@ -163,6 +165,8 @@ def transport_failure(exc: BaseException, url: str, timeout: Optional[float] = N
         The request's URL (already redacted).
     timeout
         The read timeout in seconds, for the message.
+    proxy
+        The forward proxy the request went through, if any.
 
     Returns
     -------
@@ -175,6 +179,11 @@ def transport_failure(exc: BaseException, url: str, timeout: Optional[float] = N
 
     where = _where(url)
     causes = list(_causes(exc))
+    if proxy and _any(exc, "ProxyError"):
+        # The proxy failed, not the server behind it: name the proxy (never
+        # its password), or the reader goes looking at the wrong machine.
+        parts = urlsplit(proxy)
+        where = f"the forward proxy {parts.hostname}" + (f":{parts.port}" if parts.port else "")
     for cause in causes:
         if isinstance(cause, ConnectionRefusedError) or (
             isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED

@@ -6,6 +6,7 @@ went through it. Every address stays on this machine.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -14,10 +15,18 @@ from typing import Any
 import pytest
 import requests
 
-from nublado_sync import NubladoClient, NubladoUsageError, open_lab_session
+from nublado_sync import (
+    DiscoveryClient,
+    NubladoClient,
+    NubladoDiscoveryError,
+    NubladoUsageError,
+    RetryPolicy,
+    open_lab_session,
+)
 
 from ..forward_proxy import ForwardProxy, running_forward_proxy
 from ..jupyter_servers import JupyterServer
+from ..rogue_http import Reply, running_rogue_server
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +135,26 @@ def test_bad_proxies_are_refused(proxies: Any) -> None:
         open_lab_session("http://127.0.0.1:9/", "token-of-tests", proxies=proxies)
     with pytest.raises(NubladoUsageError):
         NubladoClient("alice", "token-of-tests", hub_url="http://127.0.0.1:9/", proxies=proxies)
+
+
+def test_service_discovery_takes_the_client_proxy(
+    forward_proxy: ForwardProxy, clean_env: pytest.MonkeyPatch
+) -> None:
+    # The environment names a proxy that does not exist: a discovery that
+    # ignored the client's proxies would fail.
+    clean_env.setenv("http_proxy", "http://127.0.0.1:9")
+    clean_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    with running_rogue_server() as discovery:
+        document = {"services": {"ui": {"nublado": {"url": f"{discovery.url}nb"}}}}
+        discovery.route("/discovery", Reply(200, body=json.dumps(document).encode()))
+        clean_env.setenv("REPERTOIRE_BASE_URL", discovery.url)
+        before = forward_proxy.log()
+        client = NubladoClient("alice", "token-of-tests", proxies={"http": forward_proxy.url})
+        assert client.hub_url == f"{discovery.url}nb/"
+        host = re.escape(discovery.url.split("//", 1)[1].rstrip("/"))
+        assert forward_proxy.wait_for(rf"GET {host}/discovery"), forward_proxy.log()[len(before) :]
+        # A DiscoveryClient of one's own follows the environment, here a
+        # dead proxy, and says so in words.
+        with pytest.raises(NubladoDiscoveryError) as info:
+            DiscoveryClient(retry=RetryPolicy.off()).url_for_ui("nublado")
+        assert "proxy" in str(info.value), info.value

@@ -6,7 +6,7 @@ import datetime
 import json
 import socket
 import time
-from typing import Iterator
+from typing import Any, Dict, Iterator
 
 import pytest
 
@@ -249,8 +249,85 @@ def test_discovery_errors(rogue: RogueServer, monkeypatch: pytest.MonkeyPatch) -
 def test_discovery_serves_stale_data_when_refresh_fails(rogue: RogueServer) -> None:
     document = {"services": {"ui": {"nublado": {"url": "https://nb.example.org"}}}}
     rogue.route("/discovery", Reply(200, body=json.dumps(document).encode()))
-    discovery = DiscoveryClient(rogue.url, cache_time=datetime.timedelta(0))
+    discovery = DiscoveryClient(
+        rogue.url, cache_time=datetime.timedelta(0), retry=RetryPolicy.off()
+    )
     assert discovery.url_for_ui("nublado") == "https://nb.example.org"
     rogue.route("/discovery", Reply(503))
     assert discovery.url_for_ui("nublado") == "https://nb.example.org"
     assert len(rogue.seen) == 2
+
+
+def test_discovery_retries_passing_failures(rogue: RogueServer) -> None:
+    document = {"services": {"ui": {"nublado": {"url": "https://nb.example.org/"}}}}
+    # A reset, then an ingress whose backend restarts, then the answer.
+    rogue.flaky(
+        "/discovery",
+        [None, Reply(503, body=b"later")],
+        lambda _: Reply(200, body=json.dumps(document).encode()),
+    )
+    fast = RetryPolicy(backoff=datetime.timedelta(milliseconds=50))
+    assert DiscoveryClient(rogue.url, retry=fast).url_for_ui("nublado") == (
+        "https://nb.example.org"
+    )
+    assert rogue.paths() == ["/discovery"] * 3
+
+
+def test_discovery_follows_the_client_retry_policy(
+    rogue: RogueServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rogue.flaky("/discovery", [Reply(503, body=b"later")], lambda _: Reply(200, body=b"{}"))
+    monkeypatch.setenv("REPERTOIRE_BASE_URL", rogue.url)
+    client = NubladoClient("alice", TOKEN, retry=RetryPolicy.off())
+    with pytest.raises(NubladoDiscoveryError) as info:
+        client.hub_url  # noqa: B018
+    message = str(info.value)
+    assert "status 503" in message, message
+    assert "REPERTOIRE_BASE_URL" in message, message
+    assert rogue.paths() == ["/discovery"]
+
+
+def test_discovery_failure_names_the_setting() -> None:
+    # Port 9 (discard) is closed here: the connection is refused.
+    discovery = DiscoveryClient("http://127.0.0.1:9", retry=RetryPolicy.off())
+    with pytest.raises(NubladoDiscoveryError) as info:
+        discovery.url_for_ui("nublado")
+    message = str(info.value)
+    assert "refused" in message, message
+    assert "check base_url" in message, message
+    assert "Traceback" not in message, message
+    assert "urllib3" not in message, message
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"base_url": "ftp://discovery"},
+        {"timeout": 0},
+        {"timeout": True},
+        {"timeout": "30"},
+        {"cache_time": 300},
+        {"cache_time": -datetime.timedelta(seconds=1)},
+        {"retry": 3},
+        {"proxies": {"https": "socks5://proxy:1080"}},
+    ],
+    ids=str,
+)
+def test_discovery_refuses_bad_arguments(arguments: Dict[str, Any]) -> None:
+    with pytest.raises(NubladoUsageError):
+        DiscoveryClient(**arguments)
+
+
+def test_a_dead_proxy_is_named_not_the_server(rogue: RogueServer) -> None:
+    # Port 9 is closed here: the proxy refuses, the hub would have answered.
+    proxy = "http://proxyuser:proxy-secret-81@127.0.0.1:9"
+    c = NubladoClient(
+        "alice", TOKEN, hub_url=rogue.url, retry=RetryPolicy.off(), proxies={"http": proxy}
+    )
+    with pytest.raises(NubladoWebError) as info:
+        c.is_lab_stopped()
+    message = str(info.value)
+    assert "the forward proxy 127.0.0.1:9: connection refused" in message, message
+    assert "proxy-secret-81" not in message, message
+    assert "proxyuser" not in message, message
+    assert rogue.seen == []
