@@ -108,8 +108,24 @@ def run_queued(
         e.context = pipeline.cell.context or e.context
         raise
     except BaseException as e:
-        # KeyboardInterrupt, or an exception from a callback.
-        link.abandon(f"interrupted by {type(e).__name__}")
+        # KeyboardInterrupt (Ctrl-C, or SIGTERM under the command), or an
+        # exception from a callback. Closing at once would leave the cells
+        # queued behind to the kernel's shutdown, whose own interrupt can
+        # start the next one (see _STOP_GRACE); stop the queue first. A
+        # second Ctrl-C cuts the wait short, and the connection closes in
+        # any case.
+        reason, stopped = f"interrupted by {type(e).__name__}", False
+        try:
+            if link.socket.connected and not link.aborted:
+                _stop_queue(link, pipeline, sent)
+                stopped = True
+        finally:
+            # After _stop_queue the kernel was interrupted once; a second
+            # interrupt is what this avoids.
+            if stopped:
+                link.close(reason)
+            else:
+                link.abandon(reason)
         raise
 
 

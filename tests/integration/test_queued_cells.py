@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from nublado_sync import (
 
 from ..jupyter_servers import JupyterServer
 from ..tcp_proxy import running_proxy
-from .conftest import lab, seconds
+from .conftest import lab, no_leftovers, seconds
 from .test_leaks import target
 
 pytestmark = pytest.mark.integration
@@ -219,3 +220,38 @@ def test_cli_cell_by_cell_saves_the_same_notebook(
         saved.append(comparable(out.read_text()))
     assert saved[0] == saved[1]
     assert saved[0]["cells"][3]["outputs"] == []
+
+
+def test_ctrl_c_stops_the_cells_queued_behind(server: JupyterServer, tmp_path: Path) -> None:
+    # The first cell says it started and then runs long; Ctrl-C lands while
+    # the client waits for it. The cells queued behind must never run, even
+    # though the session's deletion (which interrupts the kernel again
+    # before shutting it down) follows at once.
+    started, ran = tmp_path / "started", tmp_path / "ran"
+    cells = [
+        code("long", f"open({str(started)!r}, 'w').close()\nimport time\ntime.sleep(60)"),
+        *(code(f"after{i}", f"open({str(ran)!r} + '{i}', 'w').close()") for i in range(3)),
+    ]
+    main = threading.get_ident()
+
+    def press_ctrl_c() -> None:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    began = time.monotonic()
+    presser = threading.Thread(target=press_ctrl_c, daemon=True)
+    with (
+        no_leftovers(server),
+        pytest.raises(KeyboardInterrupt),
+        lab(server) as session,
+    ):
+        presser.start()
+        execute_notebook(session, notebook(*cells), name="nb.ipynb")
+    presser.join(5)
+    assert started.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["started"]
+    # The long cell was interrupted, not waited for (60 s); the margin is
+    # for a loaded machine.
+    assert time.monotonic() - began < 45
