@@ -34,6 +34,7 @@ from ._deadline import Deadline
 from ._execution import ExecutionCollector, MessageCallback, OutputCallback
 from ._messages import KernelMessage
 from ._models import CodeContext, ExecutionResult
+from ._reconnect import Continuity
 
 __all__ = ["CellDeadline", "PipelineCollector", "QueuedCell", "ResultCallback"]
 
@@ -134,6 +135,13 @@ class PipelineCollector:
         self._reconnects = 0
         # Set by the session's reply loop once it has all it will get.
         self.reconnect_lost = False
+        # Set by the session's reply loop: what it knows of messages lost
+        # to reconnects, asked as each cell completes so that the cell's
+        # own result says whether it lost output (a cell run on its own
+        # is told once its call is over).
+        self.continuity: Optional[Continuity] = None
+        # The id of the message that completed the last cell.
+        self._completed_by: Optional[str] = None
         self.current = 0
         self._start(0)
 
@@ -212,7 +220,7 @@ class PipelineCollector:
         collector = self.collectors[index]
         if collector.idle and not collector.replied and index not in self._idle_at:
             self._idle_at[index] = time.monotonic()
-        self._advance()
+        self._advance(msg.msg_id)
 
     def settle_lost_replies(self, now: float) -> List[int]:
         """Complete the cells whose reply has not come long after their idle status.
@@ -230,7 +238,7 @@ class PipelineCollector:
                 break
             collector.settle_without_reply()
             settled.append(self.current)
-            self._advance()
+            self._advance(None)
         return settled
 
     def next_settle(self, now: float) -> Optional[float]:
@@ -238,10 +246,15 @@ class PipelineCollector:
         since = None if self.done else self._idle_at.get(self.current)
         return None if since is None else max(since + LOST_REPLY_GRACE - now, 0.0)
 
-    def _advance(self) -> None:
+    def _advance(self, completed_by: Optional[str]) -> None:
         while not self.done and self.collectors[self.current].done:
             finished = self.current
-            result = self.collectors[finished].result()
+            collector = self.collectors[finished]
+            continuity = self.continuity
+            if continuity is not None and continuity.reconnects:
+                collector.reconnect_lost = continuity.lost_between(self._completed_by, completed_by)
+            self._completed_by = completed_by or self._completed_by
+            result = collector.result()
             self.current += 1
             if not self.done and self._deadlines[self.current] is None:
                 self._start(self.current)

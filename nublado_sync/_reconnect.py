@@ -237,6 +237,29 @@ class Continuity:
             return True
         return bool(self.missing(limit=1))
 
+    def lost_between(self, after: Optional[str], upto: Optional[str]) -> bool:
+        """Whether a reconnect may have cost messages sent between two of ours.
+
+        For one cell of a queue: ``after`` is the message that completed the
+        cell before it (`None` for the first cell), ``upto`` the one that
+        completed this cell (`None`: up to the call's last message so far).
+        The kernel runs queued cells in turn, so every message of the cell
+        is numbered in between.
+        """
+        if self._since is None:
+            return False
+        if self._uncounted or self._source is None:
+            return True
+        low = max(self._since, self._number(after, -1))
+        high = self._number(upto, self._last_ours)
+        return any(n not in self._after for n in range(low + 1, high))
+
+    def _number(self, msg_id: Optional[str], default: int) -> int:
+        counted = None if msg_id is None else _counter(msg_id)
+        if counted is None or counted[0] != self._source:
+            return default
+        return counted[1]
+
     def missing(self, limit: int = 10) -> List[int]:
         """Return the first ``limit`` message numbers missing since the first drop."""
         if self._since is None or self._source is None:

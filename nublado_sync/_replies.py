@@ -157,6 +157,8 @@ class ReplyWaiter:
         """
         debug = debug_enabled(self._logger)
         continuity = Continuity()
+        if isinstance(collector, PipelineCollector):
+            collector.continuity = continuity
         heard_at = time.monotonic()
         probe_id: Optional[str] = None
         probe_sent_at = 0.0

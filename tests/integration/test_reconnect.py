@@ -436,3 +436,93 @@ def test_queued_notebook_survives_a_cut(stock_server: JupyterServer, tmp_path: P
             assert not session.closed
             assert session.run_python("print('still here')", timeout=seconds(30)) == "still here\n"
     assert stock_server.sessions() == []
+
+
+class BackOnReconnect(LogCapture):
+    """Log lines kept; the "back" flag touched once the session reconnected.
+
+    The cell under test then prints its last line and ends only once the
+    client is connected again, so its reply is never lost with the gap.
+    """
+
+    def __init__(self, flags: Path) -> None:
+        super().__init__()
+        self.flags = flags
+
+    def msg(self, message: str) -> None:
+        super().msg(message)
+        if json.loads(message)["event"] == "Reconnected kernel WebSocket":
+            (self.flags / "back").touch()
+
+    debug = info = warning = warn = error = critical = exception = msg
+
+
+def test_a_queued_cell_says_whether_the_cut_cost_it_output(
+    server: JupyterServer, tmp_path: Path
+) -> None:
+    # Three queued cells; the second one's first output takes the proxy
+    # down, and the kernel prints through the gap. The stock server replays
+    # what it kept: nothing is lost. jupyter-server-documents keeps
+    # nothing: the second cell's result says its output is incomplete, and
+    # only its result (the cells before and after lost nothing).
+    from nublado_sync import NotebookCell, execute_notebook
+
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    cells = [
+        ("one", "print('one')"),
+        ("gap", gap_cell(flags, start="one done")),
+        ("three", "print('three')"),
+    ]
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "id": cell_id,
+                "metadata": {},
+                "execution_count": None,
+                "outputs": [],
+                "source": source,
+            }
+            for cell_id, source in cells
+        ],
+    }
+    results: List[Any] = []
+
+    def completed(cell: NotebookCell) -> None:
+        results.append(cell.result)
+        (flags / "one done").touch()
+
+    logs = BackOnReconnect(flags)
+    with running_proxy(target(server)) as proxy:
+        cutter = Cutter(server, proxy, flags)
+        manager = proxied(server, proxy, logger=logs.logger())
+        cutter.manager = manager
+        # The proxy lets the client back once the gap is printed; the
+        # kernel goes on once the client is back (not at the gate).
+        cutter.gate = (flags / "printed").exists  # type: ignore[method-assign]
+        with manager as session:
+            execute_notebook(
+                session,
+                nb,
+                on_output=lambda output: cutter(output) if results else None,
+                on_cell_complete=completed,
+                cell_timeout=seconds(60),
+                queue_cells=True,
+            )
+            assert session._link.reconnects == 1
+    gap = "before\n" + "".join(f"gap {i}\n" for i in range(GAP_LINES)) + "after\n"
+    assert [result.stdout for result in results][::2] == ["one\n", "three\n"]
+    assert [result.output_lost for result in results] == [
+        False,
+        server.kind == "documents",
+        False,
+    ], logs.lines
+    if server.kind == "stock":
+        assert results[1].stdout == gap
+    else:
+        assert results[1].stdout == "before\nafter\n"
+    assert server.sessions() == []

@@ -138,3 +138,46 @@ def test_a_reconnect_is_counted_in_the_cell_it_happened_in() -> None:
     collector.feed(status("r2", "idle"))
     assert collector.reconnects == 2
     assert [result.reconnects for _, result in results] == [0, 2, 0]
+
+
+def test_each_cell_says_whether_a_reconnect_cost_it_output() -> None:
+    # Three queued cells; the connection drops while the second runs and
+    # the kernel's messages 7 and 8 (two of its outputs) are lost. Only
+    # the second cell's result says so.
+    from nublado_sync._reconnect import Continuity
+
+    collector, results = pipeline([None, None, None])
+    continuity = Continuity()
+    collector.continuity = continuity
+    number = iter(range(100))
+
+    def feed(msg: KernelMessage, lost: bool = False) -> None:
+        msg_id = f"a1b2-c3_4242_{next(number)}"
+        if lost:
+            return
+        msg.header["msg_id"] = msg_id
+        continuity.seen(msg_id)
+        continuity.ours(msg_id)
+        collector.feed(msg)
+
+    feed(status("r0", "busy"))
+    feed(reply("r0"))
+    feed(status("r0", "idle"))
+    feed(status("r1", "busy"))
+    feed(message("iopub", "stream", "r1", name="stdout", text="before\n"))
+    continuity.dropped()
+    feed(message("iopub", "stream", "r1", name="stdout", text="gap\n"), lost=True)
+    feed(message("iopub", "stream", "r1", name="stdout", text="gap\n"), lost=True)
+    feed(message("iopub", "stream", "r1", name="stdout", text="after\n"))
+    feed(reply("r1"))
+    feed(status("r1", "idle"))
+    feed(status("r2", "busy"))
+    feed(message("iopub", "stream", "r2", name="stdout", text="c\n"))
+    feed(reply("r2"))
+    feed(status("r2", "idle"))
+    assert [(index, result.output_lost) for index, result in results] == [
+        (0, False),
+        (1, True),
+        (2, False),
+    ]
+    assert results[1][1].stdout == "before\nafter\n"

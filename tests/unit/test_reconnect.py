@@ -110,3 +110,32 @@ def test_ids_without_numbers_count_as_possible_loss() -> None:
     continuity.dropped()
     continuity.seen("0a1b2c3d4e5f6789")
     assert continuity.lost()
+
+
+def test_loss_is_told_for_the_stretch_between_two_messages() -> None:
+    # A queue of three cells: the first completed by 6, the second by 10,
+    # the third by 13. The drop came after 4, and 7 and 8 never arrived.
+    continuity = Continuity()
+    first, second, third = ids([6, 10, 13])
+    for msg_id in ids(range(5)):
+        continuity.seen(msg_id)
+    assert not continuity.lost_between(None, ids([4])[0])
+    continuity.dropped()
+    for msg_id in ids([5, 6, 9, 10, 11, 12, 13]):
+        continuity.seen(msg_id)
+        continuity.ours(msg_id)
+    assert not continuity.lost_between(None, first)
+    assert continuity.lost_between(first, second)
+    assert not continuity.lost_between(second, third)
+    # Up to the call's last message so far when the end is not known.
+    assert not continuity.lost_between(second, None)
+    assert continuity.lost_between(None, None)
+
+
+def test_stretch_without_numbers_counts_as_possible_loss() -> None:
+    continuity = Continuity()
+    continuity.seen("9f0c5e8e1d8c4b7a")
+    assert not continuity.lost_between(None, "9f0c5e8e1d8c4b7a")
+    continuity.dropped()
+    continuity.seen("0a1b2c3d4e5f6789")
+    assert continuity.lost_between("9f0c5e8e1d8c4b7a", "0a1b2c3d4e5f6789")
