@@ -159,7 +159,7 @@ class JupyterLabSession:
         self._in_use = threading.Lock()
 
     def __repr__(self) -> str:
-        state = f"closed ({self._link.closed_because})" if self.closed else "open"
+        state = f"closed ({self._link.closed_because or 'aborted'})" if self.closed else "open"
         return (
             f"<JupyterLabSession user={self.username!r} session_id={self.session_id!r}"
             f" protocol={self.protocol!r} {state}>"
@@ -173,8 +173,8 @@ class JupyterLabSession:
 
     @property
     def closed(self) -> bool:
-        """Whether the session is closed and can no longer run code."""
-        return self._link.closed_because is not None
+        """Whether the session is closed (or aborted) and can no longer run code."""
+        return self._link.closed_because is not None or self._link.aborted
 
     @property
     def protocol(self) -> str:
@@ -424,17 +424,38 @@ class JupyterLabSession:
         self._check_open()
         self._link.send_interrupt()
 
-    def abort(self) -> None:
+    def abort(self, grace: Optional[datetime.timedelta] = None) -> None:
         """Stop this session from another thread: interrupt the kernel and cut the connection.
 
         Made for a thread that supervises others (the batch runner on
-        Ctrl-C): a call running in another thread ends at once with
-        `NubladoSessionClosedError`, whatever the kernel does, and every
-        later call raises it too. The caller that owns the session still
-        closes it (its session manager deletes it, which shuts the kernel
-        down). Never raises; safe to call more than once.
+        Ctrl-C). A call running in another thread ends, and every later
+        call raises `NubladoSessionClosedError`. The caller that owns the
+        session still closes it (its session manager deletes it, which
+        shuts the kernel down). Safe to call more than once: a second call
+        cuts the connection at once.
+
+        Parameters
+        ----------
+        grace
+            How long a call running in another thread may go on reading the
+            kernel's answers to the interrupt before the connection is cut:
+            the interrupted cell's ``KeyboardInterrupt``, and the queued
+            cells the kernel aborts behind it (see `execute_notebook`), so
+            that call ends as a failed cell would, with what ran so far,
+            and no queued cell is left to the kernel's shutdown. `None`, the
+            default, cuts at once: the call ends with
+            `NubladoSessionClosedError` whatever the kernel does. Returns
+            once the call ended, or the grace passed.
+
+        Raises
+        ------
+        NubladoUsageError
+            ``grace`` is not a positive `datetime.timedelta` or `None`.
         """
+        wait = _seconds(grace, "grace")
         if self._link.aborted:
+            # Again (a second Ctrl-C): no more waiting.
+            self._link.socket.cut()
             return
         self._link.mark_aborted()
         if self._link.socket.connected:
@@ -442,6 +463,11 @@ class JupyterLabSession:
                 self._link.send_interrupt()
             except NubladoError:
                 self._logger.debug("Could not interrupt the kernel", exc_info=True)
+        # The call in flight holds _in_use until it ends; a new call is
+        # refused (the session is aborted), and one that slipped in
+        # meanwhile is ended by the cut.
+        if wait and self._in_use.acquire(timeout=wait):
+            self._in_use.release()
         self._link.socket.cut()
 
     def wait_until_ready(self, timeout: datetime.timedelta) -> None:

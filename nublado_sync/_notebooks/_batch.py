@@ -79,6 +79,14 @@ DEFAULT_JOBS = 2
 # event arrives (events normally wake it at once).
 _POLL = 0.5
 
+# How long, on Ctrl-C, each notebook in flight may read the kernel's answers
+# to the interrupt (its cell's KeyboardInterrupt, the queued cells aborted
+# behind it) before its connection is cut. The notebook then ends as a
+# failed cell would, with what ran so far (saved with --save-notebook), and
+# no queued cell is left to the kernel's shutdown, whose own interrupt could
+# start one. A second Ctrl-C cuts at once.
+_ABORT_GRACE = datetime.timedelta(seconds=3)
+
 
 class NotebookOutcome(str, enum.Enum):
     """How the run of one notebook ended."""
@@ -371,12 +379,23 @@ class _Batch:
         self._live: Set[JupyterLabSession] = set()
 
     def abort_all(self) -> None:
-        """Stop every notebook in flight (called in the caller's thread)."""
+        """Stop every notebook in flight (called in the caller's thread).
+
+        Each session is aborted with a grace (see `_ABORT_GRACE`), all at
+        once, one short-lived thread each; returns once every one is cut.
+        A second call (a second Ctrl-C) cuts them at once.
+        """
         self.stop.set()
         with self._lock:
             live = list(self._live)
-        for session in live:
-            session.abort()
+        stoppers = [
+            threading.Thread(target=session.abort, args=(_ABORT_GRACE,), name="nublado-batch-abort")
+            for session in live
+        ]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
 
     def _track(self, session: JupyterLabSession) -> bool:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from nublado_sync import (
     JupyterLabSession,
     NotebookOutcome,
     NotebookRun,
+    NubladoExecutionError,
     NubladoSessionClosedError,
     NubladoUsageError,
     run_notebooks,
@@ -378,8 +380,9 @@ def test_cli_batch_usage_errors(tmp_path: Path, extra: list[str], message: str) 
 def test_cli_batch_signal_stops_everything(
     stock_server: JupyterServer, tmp_path: Path, signum: int, status: int
 ) -> None:
-    started = tmp_path / "started"
+    started, after = tmp_path / "started", tmp_path / "after"
     started.mkdir()
+    after.mkdir()
     for name in ("a", "b", "c"):
         write(
             tmp_path / "in" / f"{name}.ipynb",
@@ -388,13 +391,16 @@ def test_cli_batch_signal_stops_everything(
                     "wait",
                     f"import pathlib, time\npathlib.Path({str(started / name)!r}).touch()\n"
                     "time.sleep(120)",
-                )
+                ),
+                # Queued behind the long cell: the stop must keep it from running.
+                code("after", f"pathlib.Path({str(after / name)!r}).touch()"),
             ),
         )
-    report = tmp_path / "junit.xml"
+    report, saved = tmp_path / "junit.xml", tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NUBLADO_")}
     env.update(server_env(stock_server))
     args = [str(tmp_path / "in"), "--jobs", "2", "--junit-xml", str(report), "--json"]
+    args += ["--save-notebook", str(saved)]
     with subprocess.Popen(
         [sys.executable, "-c", CHILD_MAIN, "run", *server_args(stock_server), *args],
         env=env,
@@ -424,6 +430,18 @@ def test_cli_batch_signal_stops_everything(
     suite = check_junit(report)
     assert suite.get("errors") == "2"
     assert suite.get("skipped") == "1"
+    # The kernels were given time to answer the interrupt: the notebooks
+    # in flight are saved as far as they ran, the interrupted cell with its
+    # KeyboardInterrupt, and the cell queued behind it never ran.
+    assert list(after.iterdir()) == []
+    interrupted = sorted(p.name for p in started.iterdir())
+    assert sorted(p.name for p in saved.iterdir()) == [f"{name}.ipynb" for name in interrupted]
+    for name in interrupted:
+        cells = nbformat.reads((saved / f"{name}.ipynb").read_text(), as_version=4).cells
+        wait, queued = cells[1], cells[2]
+        assert [o.get("ename") for o in wait.outputs] == ["KeyboardInterrupt"]
+        assert queued.outputs == []
+        assert queued.execution_count is None
 
 
 def test_abort_from_another_thread_ends_the_call(server: JupyterServer) -> None:
@@ -455,6 +473,52 @@ def test_abort_from_another_thread_ends_the_call(server: JupyterServer) -> None:
         with pytest.raises(NubladoSessionClosedError):
             session.run_python("1")
         session.abort()  # again: nothing happens
+
+
+def test_abort_with_grace_lets_the_call_read_the_interrupt(server: JupyterServer) -> None:
+    with lab(server) as session:
+        errors: list[BaseException] = []
+        started = threading.Event()
+
+        def run() -> None:
+            try:
+                session.execute(
+                    "print('started', flush=True)\nimport time\ntime.sleep(120)",
+                    on_output=lambda output: started.set(),
+                )
+            except BaseException as e:
+                errors.append(e)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        assert started.wait(60)
+        began = time.monotonic()
+        session.abort(grace=datetime.timedelta(seconds=30))
+        # abort returned once the call had the kernel's answer, well within
+        # the grace (30 s) and before the cell's two minutes.
+        assert time.monotonic() - began < 25
+        worker.join(30)
+        assert not worker.is_alive()
+        assert [type(e) for e in errors] == [NubladoExecutionError]
+        error = errors[0]
+        assert isinstance(error, NubladoExecutionError)
+        assert error.result is not None
+        assert error.result.ename == "KeyboardInterrupt"
+        assert error.result.stdout == "started\n"
+        assert session.closed
+        assert "closed (aborted)" in repr(session)
+        with pytest.raises(NubladoSessionClosedError):
+            session.run_python("1")
+        session.abort(grace=datetime.timedelta(seconds=30))  # again: at once
+        assert time.monotonic() - began < 25
+
+
+def test_abort_refuses_a_bad_grace(stock_server: JupyterServer) -> None:
+    with lab(stock_server) as session:
+        with pytest.raises(NubladoUsageError, match="grace"):
+            session.abort(grace=3)  # type: ignore[arg-type]
+        assert not session.closed
+        assert session.run_python("print(1)") == "1\n"
 
 
 def test_cli_batch_live_status_on_a_terminal(stock_server: JupyterServer, tmp_path: Path) -> None:
