@@ -13,7 +13,7 @@ import datetime
 import itertools
 import re
 from dataclasses import dataclass
-from typing import Deque, List, Optional, Set, Tuple
+from typing import Deque, List, Optional, Set, Tuple, TypeVar, Union
 
 from ._exceptions import NubladoUsageError
 
@@ -132,6 +132,8 @@ _COUNTED_ID = re.compile(r"^(.+_\d+)_(\d+)$")
 # Message ids remembered for removing duplicates after a reconnect.
 _RECENT_IDS = 4096
 
+_Default = TypeVar("_Default", int, None)
+
 
 def _counter(msg_id: str) -> Optional[Tuple[str, int]]:
     match = _COUNTED_ID.match(msg_id)
@@ -173,16 +175,20 @@ class Continuity:
         self.reconnects = 0
         self._recent: Deque[str] = collections.deque(maxlen=_RECENT_IDS)
         self._recent_set: Set[str] = set()
+        # Message numbers are read only from the first drop on: until then
+        # nothing can be lost, and parsing every id costs a busy client
+        # time on every message. The drop reads the numbers so far from
+        # the ids remembered.
         self._source: Optional[str] = None
-        self._highest = -1
         # Since the first drop: the counter before it, and those seen since.
         self._since: Optional[int] = None
         self._after: Set[int] = set()
-        # The highest number among the call's own messages: what the kernel
-        # sends after the call's last message is not the call's (our
-        # post-reconnect barrier, or the stock server's own kernel_info
-        # "nudge" on reconnecting, whose reply goes to a socket of its own
-        # and never reaches us), and may arrive after the call is over.
+        # The highest number among the call's own messages since the first
+        # drop: what the kernel sends after the call's last message is not
+        # the call's (our post-reconnect barrier, or the stock server's own
+        # kernel_info "nudge" on reconnecting, whose reply goes to a socket
+        # of its own and never reaches us), and may arrive after the call
+        # is over.
         self._last_ours = -1
         self._uncounted = False
 
@@ -194,18 +200,10 @@ class Continuity:
             self._recent_set.discard(self._recent[0])
         self._recent.append(msg_id)
         self._recent_set.add(msg_id)
-        counted = _counter(msg_id)
-        if counted is None:
+        if self._since is None:
             return False
-        source, number = counted
-        if self._source is None:
-            self._source = source
-        elif source != self._source:
-            # Another kernel process (a restart): the kernel-died checks
-            # report that; numbering starts again.
-            return False
-        self._highest = max(self._highest, number)
-        if self._since is not None and number > self._since:
+        number = self._number(msg_id, None)
+        if number is not None and number > self._since:
             self._after.add(number)
         return False
 
@@ -214,17 +212,28 @@ class Continuity:
 
         Only numbers up to the call's last message count in `lost`.
         """
-        counted = _counter(msg_id)
-        if counted is not None and counted[0] == self._source:
-            self._last_ours = max(self._last_ours, counted[1])
+        if self._since is None:
+            # Before any drop every number is at most the drop's own.
+            return
+        number = self._number(msg_id, None)
+        if number is not None:
+            self._last_ours = max(self._last_ours, number)
 
     def dropped(self) -> None:
         """Note that the connection dropped and was opened again."""
         self.reconnects += 1
-        if self._since is None:
-            if self._source is None:
-                self._uncounted = True
-            self._since = self._highest
+        if self._since is not None:
+            return
+        counted = [c for c in map(_counter, self._recent) if c is not None]
+        if not counted:
+            # Ids without numbers (or none yet): any drop may have cost some.
+            self._uncounted = True
+            self._since = -1
+            return
+        # Another kernel process (a restart) numbers from scratch; the
+        # kernel-died checks report that, and its numbers do not count.
+        self._source = counted[0][0]
+        self._since = max(number for source, number in counted if source == self._source)
 
     def lost(self) -> bool:
         """Whether a reconnect may have cost messages of the kernel.
@@ -254,7 +263,7 @@ class Continuity:
         high = self._number(upto, self._last_ours)
         return any(n not in self._after for n in range(low + 1, high))
 
-    def _number(self, msg_id: Optional[str], default: int) -> int:
+    def _number(self, msg_id: Optional[str], default: _Default) -> Union[int, _Default]:
         counted = None if msg_id is None else _counter(msg_id)
         if counted is None or counted[0] != self._source:
             return default
