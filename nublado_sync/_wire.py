@@ -35,9 +35,14 @@ _V1_WORD = struct.Struct("<Q")
 _JSON_PARTS = ("header", "parent_header", "metadata", "content")
 
 
+# allow_nan=False: NaN is not JSON, and servers reject it. One encoder for
+# every message: json.dumps with options builds a new one per call.
+_encode_json = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def _dumps(value: Dict[str, Any]) -> bytes:
-    # allow_nan=False: NaN is not JSON, and servers reject it.
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    # A request's parent header and metadata are empty.
+    return _encode_json(value).encode() if value else b"{}"
 
 
 # For the common case: a compact JSON text, parsed without json.loads's
@@ -162,7 +167,7 @@ def encode_legacy(msg: KernelMessage) -> str:
         "msg_id": msg.msg_id,
         "msg_type": msg.msg_type,
     }
-    return json.dumps(frame, separators=(",", ":"), allow_nan=False)
+    return _encode_json(frame)
 
 
 def _from_legacy_dict(frame: Dict[str, Any], buffers: List[bytes]) -> KernelMessage:
