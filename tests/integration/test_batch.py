@@ -444,24 +444,35 @@ def test_cli_batch_signal_stops_everything(
         assert queued.execution_count is None
 
 
+def long_call_in_a_thread(
+    session: JupyterLabSession,
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Start a two-minute cell in another thread; return once it runs.
+
+    Returns the thread and the list that receives what the call raised.
+    """
+    errors: list[BaseException] = []
+    # The first output says the kernel runs the cell.
+    started = threading.Event()
+
+    def run() -> None:
+        try:
+            session.execute(
+                "print('started', flush=True)\nimport time\ntime.sleep(120)",
+                on_output=lambda output: started.set(),
+            )
+        except BaseException as e:
+            errors.append(e)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    assert started.wait(60)
+    return worker, errors
+
+
 def test_abort_from_another_thread_ends_the_call(server: JupyterServer) -> None:
     with lab(server) as session:
-        errors: list[BaseException] = []
-        # The first output says the kernel runs the cell.
-        started = threading.Event()
-
-        def run() -> None:
-            try:
-                session.execute(
-                    "print('started', flush=True)\nimport time\ntime.sleep(120)",
-                    on_output=lambda output: started.set(),
-                )
-            except BaseException as e:
-                errors.append(e)
-
-        worker = threading.Thread(target=run)
-        worker.start()
-        assert started.wait(60)
+        worker, errors = long_call_in_a_thread(session)
         began = time.monotonic()
         session.abort()
         worker.join(30)
@@ -477,21 +488,7 @@ def test_abort_from_another_thread_ends_the_call(server: JupyterServer) -> None:
 
 def test_abort_with_grace_lets_the_call_read_the_interrupt(server: JupyterServer) -> None:
     with lab(server) as session:
-        errors: list[BaseException] = []
-        started = threading.Event()
-
-        def run() -> None:
-            try:
-                session.execute(
-                    "print('started', flush=True)\nimport time\ntime.sleep(120)",
-                    on_output=lambda output: started.set(),
-                )
-            except BaseException as e:
-                errors.append(e)
-
-        worker = threading.Thread(target=run)
-        worker.start()
-        assert started.wait(60)
+        worker, errors = long_call_in_a_thread(session)
         began = time.monotonic()
         session.abort(grace=datetime.timedelta(seconds=30))
         # abort returned once the call had the kernel's answer, well within

@@ -41,6 +41,7 @@ from ..jupyter_servers import JupyterServer
 from ..log_capture import LogCapture
 from ..tcp_proxy import TCPProxy, running_proxy
 from .conftest import lab, seconds
+from .test_batch import code
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +63,16 @@ def proxied(server: JupyterServer, proxy: TCPProxy, **kwargs: Any) -> JupyterLab
     manager = lab(server, **kwargs)
     manager._api._base_url = proxy.url()
     return manager
+
+
+def code_notebook(cells: List[Tuple[str, str]]) -> Dict[str, Any]:
+    """A notebook of code cells, given as (id, source) pairs."""
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {},
+        "cells": [code(cell_id, source) for cell_id, source in cells],
+    }
 
 
 def gap_cell(flags: Path, start: str = "") -> str:
@@ -370,22 +381,7 @@ def test_queued_notebook_survives_a_cut(stock_server: JupyterServer, tmp_path: P
         ("three", "print('three')"),
         ("four", "x * 7"),
     ]
-    nb = {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {},
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": cell_id,
-                "metadata": {},
-                "execution_count": None,
-                "outputs": [],
-                "source": source,
-            }
-            for cell_id, source in cells
-        ],
-    }
+    nb = code_notebook(cells)
     results: List[Any] = []
 
     def completed(cell: NotebookCell) -> None:
@@ -474,22 +470,7 @@ def test_a_queued_cell_says_whether_the_cut_cost_it_output(
         ("gap", gap_cell(flags, start="one done")),
         ("three", "print('three')"),
     ]
-    nb = {
-        "nbformat": 4,
-        "nbformat_minor": 5,
-        "metadata": {},
-        "cells": [
-            {
-                "cell_type": "code",
-                "id": cell_id,
-                "metadata": {},
-                "execution_count": None,
-                "outputs": [],
-                "source": source,
-            }
-            for cell_id, source in cells
-        ],
-    }
+    nb = code_notebook(cells)
     results: List[Any] = []
 
     def completed(cell: NotebookCell) -> None:
