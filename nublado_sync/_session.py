@@ -157,6 +157,8 @@ class JupyterLabSession:
             kernel_check=_kernel_check,
         )
         self._in_use = threading.Lock()
+        # The thread whose call holds _in_use (threading.get_ident()), if any.
+        self._caller: Optional[int] = None
 
     def __repr__(self) -> str:
         state = f"closed ({self._link.closed_because or 'aborted'})" if self.closed else "open"
@@ -234,7 +236,8 @@ class JupyterLabSession:
             The session was already closed, or `abort` was called while
             the code ran.
         NubladoUsageError
-            Invalid arguments, or another thread is using the session.
+            Invalid arguments, or another call is using the session (from
+            another thread, or from a callback of that call).
         """
         result = self.execute(code, context, timeout=timeout)
         if result.output_lost:
@@ -331,7 +334,8 @@ class JupyterLabSession:
             The session was already closed, or `abort` was called while
             the code ran.
         NubladoUsageError
-            Invalid arguments, or another thread is using the session.
+            Invalid arguments, or another call is using the session (from
+            another thread, or from a callback of that call).
         """
         if not isinstance(code, str):
             raise NubladoUsageError(f"code must be a str, not {type(code).__name__}", self.username)
@@ -352,7 +356,7 @@ class JupyterLabSession:
                     on_message=on_message,
                 )
         finally:
-            self._in_use.release()
+            self._unclaim()
 
     def execute_notebook(
         self,
@@ -432,7 +436,9 @@ class JupyterLabSession:
         call raises `NubladoSessionClosedError`. The caller that owns the
         session still closes it (its session manager deletes it, which
         shuts the kernel down). Safe to call more than once: a second call
-        cuts the connection at once.
+        cuts the connection at once. Called from inside the session's own
+        call (an ``on_output`` callback, say), it cuts at once too: that
+        call cannot read the kernel's answers while it waits.
 
         Parameters
         ----------
@@ -466,7 +472,9 @@ class JupyterLabSession:
         # The call in flight holds _in_use until it ends; a new call is
         # refused (the session is aborted), and one that slipped in
         # meanwhile is ended by the cut.
-        if wait and self._in_use.acquire(timeout=wait):
+        # Not from the call's own thread, which would only wait out the grace.
+        mine = self._caller == threading.get_ident()
+        if wait and not mine and self._in_use.acquire(timeout=wait):
             self._in_use.release()
         self._link.socket.cut()
 
@@ -493,7 +501,8 @@ class JupyterLabSession:
         NubladoSessionClosedError
             The session is closed.
         NubladoUsageError
-            Another thread is using the session.
+            Another call is using the session (from another thread, or from
+            a callback of that call).
         """
         deadline = Deadline(timeout if _seconds(timeout, "timeout") else None)
         self._check_open()
@@ -505,7 +514,7 @@ class JupyterLabSession:
             self._link.abandon(f"readiness check failed: {type(e).__name__}")
             raise
         finally:
-            self._in_use.release()
+            self._unclaim()
 
     def close(self) -> None:
         """Close the WebSocket. Safe to call more than once; never raises.
@@ -528,11 +537,23 @@ class JupyterLabSession:
         # Refuse rather than queue: two threads interleaving requests on one
         # kernel would each see the other's state.
         if not self._in_use.acquire(blocking=False):
+            if self._caller == threading.get_ident():
+                raise NubladoUsageError(
+                    "The session is already running a call in this thread:"
+                    " a callback (on_output, on_message, a notebook hook)"
+                    " cannot make another call on the session it runs in",
+                    self.username,
+                )
             raise NubladoUsageError(
                 "The session is already in use by another call;"
                 " a session serves one thread at a time",
                 self.username,
             )
+        self._caller = threading.get_ident()
+
+    def _unclaim(self) -> None:
+        self._caller = None
+        self._in_use.release()
 
     def _check_open(self) -> None:
         if self._link.aborted:
@@ -638,7 +659,8 @@ class JupyterLabSession:
         NubladoSessionClosedError
             The session was closed, or aborted meanwhile.
         NubladoUsageError
-            Another thread is using the session.
+            Another call is using the session (from another thread, or from
+            a callback of that call).
         """
         self._check_open()
         self._claim()
@@ -650,7 +672,7 @@ class JupyterLabSession:
                     self._link, self._waiter, cells, cell_timeout, on_output, on_result, on_start
                 )
         finally:
-            self._in_use.release()
+            self._unclaim()
 
 
 def _rate_limit_notice(stderr: str) -> bool:

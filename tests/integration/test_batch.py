@@ -518,6 +518,39 @@ def test_abort_refuses_a_bad_grace(stock_server: JupyterServer) -> None:
         assert session.run_python("print(1)") == "1\n"
 
 
+def test_abort_from_the_call_own_callback_cuts_at_once(stock_server: JupyterServer) -> None:
+    # The call cannot read the kernel's answers while its callback waits, so
+    # waiting out the grace there would only delay the end.
+    grace = datetime.timedelta(seconds=60)
+    with lab(stock_server) as session:
+        began = time.monotonic()
+        with pytest.raises(NubladoSessionClosedError):
+            session.execute(
+                "print('started', flush=True)\nimport time\ntime.sleep(120)",
+                on_output=lambda output: session.abort(grace=grace),
+            )
+        # Well before the grace (60 s) and the cell's two minutes.
+        assert time.monotonic() - began < 30
+        assert session.closed
+
+
+def test_a_callback_that_calls_its_own_session_is_told_why(stock_server: JupyterServer) -> None:
+    refused: list[NubladoUsageError] = []
+
+    def call_again(output: dict[str, Any]) -> None:
+        try:
+            session.run_python("1")
+        except NubladoUsageError as e:
+            refused.append(e)
+
+    with lab(stock_server) as session:
+        assert session.execute("print('x')", on_output=call_again).stdout == "x\n"
+        assert len(refused) == 1
+        assert "callback" in str(refused[0])
+        # The call that refused it let the session go: the next call runs.
+        assert session.run_python("print(2)") == "2\n"
+
+
 def test_cli_batch_live_status_on_a_terminal(stock_server: JupyterServer, tmp_path: Path) -> None:
     import pty
 
