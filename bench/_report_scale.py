@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from nublado_sync._acks import DEFAULT_ACKS
+
 RNC = "rnc"
 DASH = "\u2013"
 
@@ -168,7 +170,8 @@ def _acks_note(labels: Dict[str, str], clients: Sequence[str]) -> List[str]:
     return [
         "nublado_sync (early acks) is the package's default ``AckPolicy``: a pong frame"
         " after a message when more of the reply is awaited and nothing more has arrived,"
-        " while at most 16 calls of the process are in flight, and nothing above that."
+        f" while at most {DEFAULT_ACKS.max_calls} calls of the process are in flight, and"
+        " nothing above that."
         " nublado_sync (no early acks) is ``prompt_acks=False``. The baseline, where"
         " present, is the package before ``AckPolicy``, whose pong went out at any load.",
         "",
