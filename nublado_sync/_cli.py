@@ -269,6 +269,15 @@ def _parser() -> argparse.ArgumentParser:
             f" 0: never (default: {_DEFAULT_RECONNECTS})"
         ),
     )
+    run.add_argument(
+        "--open-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help=(
+            "how long opening a kernel session may take, its WebSocket and the new"
+            " kernel's first answer (default: 60; a crowded lab starts kernels slowly)"
+        ),
+    )
     stop_group = run.add_mutually_exclusive_group()
     stop_group.add_argument(
         "--stop", action="store_true", help="stop the lab afterwards if this command spawned it"
@@ -404,14 +413,18 @@ _DEFAULT_RECONNECTS = 8
 
 def _session_options(args: argparse.Namespace) -> Dict[str, Any]:
     """Return the session options set on the command line (none: the defaults)."""
+    options: Dict[str, Any] = {}
+    open_timeout = getattr(args, "open_timeout", None)
+    if open_timeout is not None:
+        options["websocket_open_timeout"] = open_timeout
     attempts = getattr(args, "reconnects", None)
-    if attempts is None:
-        return {}
     if attempts == 0:
-        return {"reconnect": None}
-    from ._reconnect import ReconnectPolicy
+        options["reconnect"] = None
+    elif attempts is not None:
+        from ._reconnect import ReconnectPolicy
 
-    return {"reconnect": ReconnectPolicy(max_attempts=attempts)}
+        options["reconnect"] = ReconnectPolicy(max_attempts=attempts)
+    return options
 
 
 def _retries(text: str) -> int:

@@ -87,6 +87,11 @@ def advice(exc: BaseException, mode: str) -> Optional[str]:
             "The connection to the kernel was lost (a network cut, or the lab or a proxy"
             " restarted); --reconnects sets how many times it is opened again."
         )
+    if isinstance(exc, NubladoTimeoutError) and "open WebSocket" in str(exc):
+        return (
+            "The new kernel did not answer in time (a crowded lab starts kernels slowly);"
+            " --open-timeout sets how long opening a session may take."
+        )
     if isinstance(exc, NubladoTimeoutError) and mode == LOCAL:
         return "The local Jupyter server or its kernel did not start in time; try again with -v."
     return None

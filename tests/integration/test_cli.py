@@ -233,3 +233,23 @@ def test_unwritable_notebook_path_is_refused_before_running(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "cannot write" in result.stderr
     assert "Started local Jupyter server" not in result.stderr
+
+
+def test_a_session_that_does_not_open_in_time_names_open_timeout(
+    stock_server: JupyterServer,
+) -> None:
+    # 10 ms: no kernel starts and answers that fast.
+    result = nublado_sync(
+        "run",
+        *server_args(stock_server),
+        "--open-timeout",
+        "0.01",
+        "-c",
+        "pass",
+        env=server_env(stock_server),
+    )
+    assert result.returncode == 3, result.stderr
+    assert "Timed out attempting to open WebSocket" in result.stderr
+    assert "--open-timeout sets how long opening a session may take" in result.stderr
+    assert stock_server.sessions() == []
+    assert stock_server.kernels() == []

@@ -100,3 +100,33 @@ def test_reconnects_option() -> None:
     assert options == {"reconnect": ReconnectPolicy(max_attempts=3)}
     with pytest.raises(SystemExit):
         parser.parse_args(["run", "--reconnects", "-1", "-c", "1"])
+
+
+def test_open_timeout_option() -> None:
+    from nublado_sync._cli import _parser, _session_options
+
+    parser = _parser()
+    options = _session_options(
+        parser.parse_args(["run", "--open-timeout", "120", "--reconnects", "0", "-c", "1"])
+    )
+    assert options == {
+        "websocket_open_timeout": datetime.timedelta(seconds=120),
+        "reconnect": None,
+    }
+    for bad in ("0", "-5", "soon"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["run", "--open-timeout", bad, "-c", "1"])
+
+
+def test_a_session_that_did_not_open_in_time_names_the_option() -> None:
+    from nublado_sync import NubladoTimeoutError
+    from nublado_sync._cli_messages import advice
+
+    opening = NubladoTimeoutError("Timed out attempting to open WebSocket to lab session", "ann")
+    for mode in ("hub", "server", "local"):
+        line = advice(opening, mode)
+        assert line is not None
+        assert "--open-timeout" in line
+    # Other timeouts keep their own advice (or none).
+    other = NubladoTimeoutError("Timed out waiting for the lab to stop", "ann")
+    assert "--open-timeout" not in (advice(other, "hub") or "")
