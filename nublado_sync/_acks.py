@@ -66,7 +66,9 @@ class AckPolicy:
         (all its sessions) await replies; `None` for no limit, 0 for never.
         Beyond it the calls overlap enough that a stall in one is hidden by
         the work of the others, and leaving TCP alone lets the client read
-        several messages per wake-up, which is what bounds throughput then.
+        several messages per wake-up, which is what bounds throughput then;
+        a call then also waits for its reply as a whole, not message by
+        message.
         The default, 8, is where the scale benchmark turns (2 cores, one
         kernel per session): at 8 sessions early ACKs ran 1.8 times as
         many executions per second; at 16 the lab was the limit with or

@@ -165,6 +165,23 @@ class KernelLink:
             CALLS_IN_FLIGHT.leave()
             self._socket.release()
 
+    @contextlib.contextmanager
+    def awaiting_reply(self, code: str) -> Iterator[None]:
+        """Mark the reading of the reply to an ``execute_request`` for ``code``.
+
+        The socket learns what a reply takes, and while no early ACK is due
+        wakes once per reply rather than once per message (`._wakeups`).
+        """
+        socket = self._socket
+        socket.begin_reply(code)
+        whole = False
+        try:
+            yield
+            whole = True
+        finally:
+            # After a reconnect the reply came in parts, on two sockets.
+            socket.end_reply(code, whole=whole and socket is self._socket)
+
     def reconnect(self, deadline: Deadline, cause: NubladoWebSocketError) -> None:
         """Open a new WebSocket to the kernel in place of the one that dropped.
 

@@ -584,7 +584,8 @@ class JupyterLabSession:
             self._waiter.prepare(deadline)
             self._link.send_request(request, deadline)
             self._logger.debug("Sent execute_request", msg_id=collector.msg_id)
-            self._waiter.await_reply(collector, deadline)
+            with self._link.awaiting_reply(code):
+                self._waiter.await_reply(collector, deadline)
         except NubladoKernelDiedError as e:
             e.code, e.context, e.started_at = code, context or e.context, started_at
             e.result = collector.result()

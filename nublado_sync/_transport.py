@@ -35,6 +35,7 @@ from ._logging import Logger
 from ._messages import KernelMessage
 from ._reasons import connection_failure
 from ._reconnect import DROP_CLOSE_CODES
+from ._wakeups import HINT_WAIT_LIMIT, ReplyFloor, wait_for_bytes
 from ._wire import V1_SUBPROTOCOL, decode_legacy, encode_legacy, encode_v1, split_v1
 
 if TYPE_CHECKING:
@@ -96,6 +97,11 @@ class _DeadlineSocket:
         # the sender, so once that is all handed out, the next bytes are
         # most likely still on their way (see take).
         self._caught_up = True
+        # Bytes read from the socket so far, and the count before which a
+        # wait at a message boundary is not worth waking for (see
+        # `._wakeups`; 0: any byte is).
+        self.received = 0
+        self.wake_after = 0
         # Python's own timeouts would poll before every call; ours polls
         # only when a call would block.
         sock.settimeout(0.0)
@@ -121,6 +127,24 @@ class _DeadlineSocket:
         tls = getattr(self._sock, "pending", None)
         buffered = max(len(self._chunk) - self._offset, 0)
         return buffered + (tls() if tls is not None else 0)
+
+    @property
+    def position(self) -> int:
+        """Bytes handed out so far (read, less what is still buffered)."""
+        return self.received - max(len(self._chunk) - self._offset, 0)
+
+    def _wait_for_more(self) -> None:
+        """Wait for bytes at a message boundary: for the hinted count first, if any."""
+        wanted = self.wake_after - self.received
+        if wanted > 1:
+            # One try per hint: a floor that turned out wrong costs one
+            # bounded wait, not one per message.
+            self.wake_after = 0
+            remaining = self.gettimeout()
+            limit = HINT_WAIT_LIMIT if remaining is None else min(remaining, HINT_WAIT_LIMIT)
+            if limit > 0 and wait_for_bytes(self._sock, wanted, limit):
+                return
+        self._wait(writing=False)
 
     def _wait(self, writing: bool) -> None:
         """Wait until the socket is ready, or raise `socket.timeout` at the deadline."""
@@ -173,7 +197,7 @@ class _DeadlineSocket:
             while have < size:
                 if wait_first:
                     wait_first = False
-                    self._wait(writing=False)
+                    self._wait_for_more()
                 data = self._fill()
                 if not data:
                     raise EOFError("the stream ended")
@@ -222,6 +246,7 @@ class _DeadlineSocket:
                     continue
                 if not count:
                     raise EOFError("the stream ended")
+                self.received += count
                 self._large_filled += count
         self._large = None
         return large
@@ -240,6 +265,7 @@ class _DeadlineSocket:
                 self._wait(writing=True)
             else:
                 self._caught_up = len(data) < _READ_SIZE
+                self.received += len(data)
                 return data
 
     def _tls_pending(self) -> bool:
@@ -436,6 +462,10 @@ class KernelSocket:
         self._sock: Optional[_DeadlineSocket] = ws.sock  # type: ignore[assignment]
         self._frames = FrameReader(self._sock, max_message_size) if self._sock else None
         self._poll = _poller(ws)
+        # What replies to execute took on this connection, and where the
+        # one awaited began (see begin_reply).
+        self._reply_floor = ReplyFloor()
+        self._reply_start: Optional[int] = None
         self.subprotocol = ws.getsubprotocol()
         self.is_v1 = self.subprotocol == V1_SUBPROTOCOL
         # Held by the call that reads; the housekeeping thread stays away
@@ -661,6 +691,33 @@ class KernelSocket:
                 raise NubladoProtocolError("Text frame is not UTF-8", self._user) from e
             return decode_legacy(text)
         return None
+
+    def begin_reply(self, code: str) -> None:
+        """Note that the reply to an ``execute_request`` for ``code`` is awaited from now.
+
+        While the session's `AckPolicy` sends no early ACK (many calls in
+        flight, or early ACKs off), the reads until the reply's learned
+        floor of bytes has come wake once for all of it (see `._wakeups`).
+        """
+        sock = self._sock
+        if sock is None:
+            return
+        self._reply_start = sock.position
+        if self._acks_active and self._acks.due():
+            return
+        hint = self._reply_floor.hint(code)
+        if hint is not None:
+            sock.wake_after = sock.received + hint
+
+    def end_reply(self, code: str, *, whole: bool) -> None:
+        """Note that the awaited reply ended; a ``whole`` one teaches its size."""
+        sock, start = self._sock, self._reply_start
+        self._reply_start = None
+        if sock is None:
+            return
+        sock.wake_after = 0
+        if whole and start is not None:
+            self._reply_floor.learn(sock.position - start, code)
 
     def drain(self) -> None:
         """Read whatever arrived while no call was reading; never raises.
