@@ -21,7 +21,7 @@ from ._exceptions import (
     NubladoWebSocketError,
     _code_failure_intro,
 )
-from ._reasons import server_message, token_refused
+from ._reasons import WEBSOCKET_OPEN_TIMED_OUT, server_message, token_refused
 from ._redact import strip_ansi
 
 __all__ = ["HUB", "LOCAL", "SERVER", "advice", "describe", "interrupted"]
@@ -87,7 +87,7 @@ def advice(exc: BaseException, mode: str) -> Optional[str]:
             "The connection to the kernel was lost (a network cut, or the lab or a proxy"
             " restarted); --reconnects sets how many times it is opened again."
         )
-    if isinstance(exc, NubladoTimeoutError) and "open WebSocket" in str(exc):
+    if isinstance(exc, NubladoTimeoutError) and WEBSOCKET_OPEN_TIMED_OUT in str(exc):
         return (
             "The new kernel did not answer in time (a crowded lab starts kernels slowly);"
             " --open-timeout sets how long opening a session may take."

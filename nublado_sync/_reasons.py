@@ -19,12 +19,19 @@ from urllib.parse import urlsplit
 from ._redact import strip_ansi
 
 __all__ = [
+    "WEBSOCKET_OPEN_TIMED_OUT",
     "one_line",
     "server_message",
     "status_explanation",
     "token_refused",
     "transport_failure",
 ]
+
+WEBSOCKET_OPEN_TIMED_OUT = "Timed out attempting to open WebSocket to lab session"
+"""Opening a session's kernel WebSocket (with the kernel's first answer) took too long.
+
+The async client's words; the command's advice recognises them (`._cli_messages`).
+"""
 
 # The longest server message quoted in an exception: a sentence or two.
 _MAX_MESSAGE = 300

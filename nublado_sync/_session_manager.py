@@ -23,7 +23,7 @@ from ._http import HTTPSession, check_proxies
 from ._interrupts import deferred_interrupts
 from ._lab_api import LabAPI
 from ._logging import Logger, default_logger
-from ._reasons import one_line, transport_failure
+from ._reasons import WEBSOCKET_OPEN_TIMED_OUT, one_line, transport_failure
 from ._reconnect import DEFAULT_RECONNECT, ReconnectPolicy, check_reconnect_policy
 from ._redact import redact_url
 from ._retry import RetryPolicy
@@ -231,9 +231,7 @@ class JupyterLabSessionManager:
             cancellation.check()
             remaining = deadline.remaining()
             if not remaining:
-                raise NubladoTimeoutError(
-                    "Timed out attempting to open WebSocket to lab session", self.username
-                )
+                raise NubladoTimeoutError(WEBSOCKET_OPEN_TIMED_OUT, self.username)
             self._session.wait_until_ready(datetime.timedelta(seconds=remaining))
         except BaseException:
             self._cleanup()
@@ -378,9 +376,7 @@ class JupyterLabSessionManager:
         url = self._api.channels_url(self._kernel_id, self._client_id)
         timeout = deadline.remaining()
         if timeout == 0:
-            raise NubladoTimeoutError(
-                "Timed out attempting to open WebSocket to lab session", self.username
-            )
+            raise NubladoTimeoutError(WEBSOCKET_OPEN_TIMED_OUT, self.username)
         try:
             return open_websocket(
                 url,
@@ -400,9 +396,7 @@ class JupyterLabSessionManager:
                 **self._api.http.websocket_proxy_options(url),
             )
         except websocket.WebSocketTimeoutException as e:
-            raise NubladoTimeoutError(
-                "Timed out attempting to open WebSocket to lab session", self.username
-            ) from e
+            raise NubladoTimeoutError(WEBSOCKET_OPEN_TIMED_OUT, self.username) from e
         except websocket.WebSocketBadStatusException as e:
             body = e.resp_body.decode(errors="replace") if e.resp_body else None
             raise NubladoWebSocketError(
@@ -423,9 +417,7 @@ class JupyterLabSessionManager:
             raise self._open_error(e) from None
         except TimeoutError as e:
             # A TLS handshake that never completes times out as a socket.
-            raise NubladoTimeoutError(
-                "Timed out attempting to open WebSocket to lab session", self.username
-            ) from e
+            raise NubladoTimeoutError(WEBSOCKET_OPEN_TIMED_OUT, self.username) from e
         except (OSError, ValueError) as e:
             raise self._open_error(e) from None
 
