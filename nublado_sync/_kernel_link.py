@@ -97,6 +97,8 @@ class KernelLink:
         self._opener = opener
         self._socket = self._wrap(ws)
         self._reconnects = 0
+        # The attempt that made the current connection (0: the first one).
+        self._made_by_attempt = 0
         self._gave_up = False
         self._aborted = False
         self._closed_because: Optional[str] = None
@@ -195,8 +197,14 @@ class KernelLink:
         # The old socket is broken: close it without waiting for an answer.
         self._socket.close(0.0)
         last: Optional[NubladoError] = None
-        attempts = 0
-        for attempt in range(1, policy.max_attempts + 1):
+        # A connection made again that dropped before the kernel sent
+        # anything on it is no reason to start over: its attempt counts.
+        # Otherwise a lab that accepts the WebSocket and drops it at once
+        # (out of file descriptors, its kernel dying) is tried again
+        # several times a second until the deadline.
+        first = 1 if self._socket.heard else self._made_by_attempt + 1
+        attempts = first - 1
+        for attempt in range(first, policy.max_attempts + 1):
             if self._aborted:
                 raise cause
             pause = policy.delay(attempt)
@@ -233,9 +241,15 @@ class KernelLink:
                 self._socket.cut()
                 raise cause
             self._reconnects += 1
+            self._made_by_attempt = attempt
             self._logger.info("Reconnected kernel WebSocket", attempt=attempt)
             return
-        why = f"; last attempt: {last.message}" if last is not None else ""
+        if last is not None:
+            why = f"; last attempt: {last.message}"
+        elif first > 1:
+            why = "; each new connection dropped before the kernel sent anything on it"
+        else:
+            why = ""
         raise self._giving_up(
             NubladoWebSocketError,
             f"{cause.message}; reconnecting failed after {attempts} attempt(s){why}",
@@ -261,9 +275,11 @@ class KernelLink:
 
         A send that fails because the connection dropped did not reach the
         kernel whole (the server discards a truncated frame), so it is sent
-        again on the new connection.
+        again on the new connection. This ends: a new connection fails a
+        send before the kernel sent anything on it, so each failure adds to
+        the reconnect attempts until `reconnect` gives up.
         """
-        for _ in range(2):
+        while True:
             if self._socket.dropped:
                 self.reconnect(deadline, self.socket_error("dropped while idle"))
             try:
@@ -276,7 +292,6 @@ class KernelLink:
                 self.reconnect(deadline, e)
             else:
                 return
-        self._socket.send(request, deadline.bound(self._heartbeat_timeout))
 
     def socket_error(self, what: str) -> NubladoWebSocketError:
         """Make the error for a kernel WebSocket found broken (``what`` it did)."""

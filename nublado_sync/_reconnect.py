@@ -49,7 +49,9 @@ class ReconnectPolicy:
     Parameters
     ----------
     max_attempts
-        Connection attempts before giving up (at least 1).
+        Connection attempts before giving up (at least 1). A connection made
+        again that drops before the kernel sent anything on it does not
+        start the count over: its attempt counts.
     first_delay
         Pause before the second attempt.
     max_delay

@@ -19,6 +19,7 @@ from ._exceptions import (
     NubladoKernelDiedError,
     NubladoOutputLostError,
     NubladoTimeoutError,
+    NubladoWebSocketError,
 )
 from ._execution import ExecutionCollector
 from ._kernel_link import KernelLink
@@ -301,8 +302,15 @@ class ReplyWaiter:
         request = make_request(
             channel, "kernel_info_request", {}, session=self._client_id, username=self.username
         )
-        self._link.socket.send(request, deadline.bound(self._heartbeat_timeout))
         msg_id: str = request.header["msg_id"]
+        try:
+            self._link.socket.send(request, deadline.bound(self._heartbeat_timeout))
+        except NubladoWebSocketError:
+            if not self._link.socket.dropped:
+                raise
+            # Lost with the connection, like one sent just before the drop:
+            # the next read reconnects, and a probe follows on the new
+            # connection (or the reconnect gives up, saying why).
         return msg_id
 
     def _check_kernel_exists(self, seconds: float) -> None:

@@ -491,6 +491,8 @@ class KernelSocket:
         # close frame, closed with a code that invites a reconnect), as
         # opposed to a frame the client refused.
         self.dropped = False
+        # Whether a message came on this connection (see KernelLink.reconnect).
+        self.heard = False
         self._stop = threading.Event()
         self._aborted: Optional[NubladoError] = None
         # Whether the housekeeper watched the socket until the current call
@@ -669,6 +671,7 @@ class KernelSocket:
             # Answer the close, then report it.
             self._control(OPCODE_CLOSE, bytes(data[:2]))
             raise self._close_error(bytes(data))
+        self.heard = True
         if ack and self._acks_active:
             self._ack_owed = True
         if self._max_size is not None and len(data) > self._max_size:

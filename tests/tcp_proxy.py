@@ -82,6 +82,12 @@ class TCPProxy:
         once (a proxy that is restarting)."""
         self.refused = 0
         """Connections closed by the gate."""
+        self.drop_after_upgrade = False
+        """While true, a WebSocket upgrade goes through and its connection
+        is then reset before any frame (a lab that drops every kernel
+        WebSocket at once)."""
+        self.dropped_upgrades = 0
+        """Connections reset right after their upgrade."""
         self._start(self._accept_loop)
 
     def url(self, path: str = "/") -> str:
@@ -144,6 +150,17 @@ class TCPProxy:
                     if sock is client:
                         with self._lock:
                             counter.feed(data)
+                    elif self.drop_after_upgrade and data.startswith(b"HTTP/1.1 101"):
+                        # The answer's head only: no frame that follows it.
+                        head = data[: data.find(b"\r\n\r\n") + 4]
+                        client.sendall(head)
+                        with self._lock:
+                            self.dropped_upgrades += 1
+                        for end in (client, upstream):
+                            end.setsockopt(
+                                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                            )
+                        return
                     peers[sock].sendall(data)
         except (OSError, ValueError):
             # ValueError: cut() closed a socket under select (its fd is -1).
