@@ -170,9 +170,11 @@ def _acks_note(labels: Dict[str, str], clients: Sequence[str]) -> List[str]:
     return [
         "nublado_sync (early acks) is the package's default ``AckPolicy``: a pong frame"
         " after a message when more of the reply is awaited and nothing more has arrived,"
-        f" while at most {DEFAULT_ACKS.max_calls} calls of the process are in flight, and"
-        " nothing above that."
-        " nublado_sync (no early acks) is ``prompt_acks=False``. The baseline, where"
+        f" while at most {DEFAULT_ACKS.max_calls} calls of the process are in flight;"
+        " above that, no ACK, and each call is woken once for its whole reply rather than"
+        " once per message (``SO_RCVLOWAT``, see :ref:`early-acks`)."
+        " nublado_sync (no early acks) is ``prompt_acks=False``, woken once per reply at"
+        " any load. The baseline, where"
         " present, is the package before ``AckPolicy``, whose pong went out at any load.",
         "",
     ]
