@@ -198,41 +198,27 @@ def test_reconnect_gives_up_with_our_error(server: JupyterServer, proxy: TCPProx
     assert server.sessions() == []
 
 
+@pytest.mark.parametrize("found", ["mid-cell", "idle"])
 def test_a_lab_that_drops_every_new_connection_is_given_up_on(
-    server: JupyterServer, proxy: TCPProxy
+    server: JupyterServer, proxy: TCPProxy, found: str
 ) -> None:
     # Each new connection is accepted and dropped before any message: the
-    # attempts add up instead of starting over with each connection made.
+    # attempts add up instead of starting over with each connection made,
+    # whether the drop comes mid-cell or is found by the next call's send.
     policy = ReconnectPolicy(max_attempts=3, first_delay=datetime.timedelta(seconds=0.05))
     with proxied(server, proxy, reconnect=policy) as session:
         session.run_python("pass", timeout=seconds(30))
         proxy.drop_after_upgrade = True
         with pytest.raises(NubladoWebSocketError) as info:
-            session.execute(
-                "print('go', flush=True); import time; time.sleep(30)",
-                on_output=lambda _: proxy.cut(),
-                timeout=seconds(60),
-            )
-        message = str(info.value)
-        assert "reconnecting failed after 3 attempt(s)" in message
-        assert "dropped before the kernel sent anything" in message
-        assert proxy.dropped_upgrades == 3
-        assert session.closed
-    assert server.sessions() == []
-
-
-def test_a_call_on_a_lab_that_drops_every_new_connection_fails_saying_why(
-    server: JupyterServer, proxy: TCPProxy
-) -> None:
-    # The same, with the drop found while idle: the call's own send and the
-    # reconnects before it count together.
-    policy = ReconnectPolicy(max_attempts=3, first_delay=datetime.timedelta(seconds=0.05))
-    with proxied(server, proxy, reconnect=policy) as session:
-        session.run_python("pass", timeout=seconds(30))
-        proxy.drop_after_upgrade = True
-        proxy.cut()
-        with pytest.raises(NubladoWebSocketError) as info:
-            session.run_python("print('never')", timeout=seconds(60))
+            if found == "idle":
+                proxy.cut()
+                session.run_python("print('never')", timeout=seconds(60))
+            else:
+                session.execute(
+                    "print('go', flush=True); import time; time.sleep(30)",
+                    on_output=lambda _: proxy.cut(),
+                    timeout=seconds(60),
+                )
         message = str(info.value)
         assert "reconnecting failed after 3 attempt(s)" in message
         assert "dropped before the kernel sent anything" in message
